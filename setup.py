@@ -1,0 +1,32 @@
+"""flan_mix: Flan-style instruction tuning in JAX (seqio data, Flax models, Pallas attention)."""
+import setuptools
+
+INSTALL_REQUIRES = [
+    # jax 0.10.2 is the newest release for Python 3.11; the GPU machines run 0.11.x on Python 3.12.
+    "jax>=0.10.2,<0.13",
+    "flax>=0.12.0,<0.13",
+    "optax>=0.2.5,<0.3",
+    "orbax-checkpoint>=0.11.0,<0.13",
+    "seqio>=0.0.19,<0.1",
+    "tensorflow-datasets>=4.9.6,<5",
+    "gin-config>=0.5.0,<0.6",
+    "sentencepiece>=0.2.0,<0.3",
+    "numpy>=1.26,<3",
+    "tqdm>=4.66",
+    "tensorboardX>=2.6",
+]
+
+EXTRAS = {
+    "test": ["pytest>=8", "pytest-timeout>=2.3"],
+    "plots": ["matplotlib>=3.8"],
+}
+
+setuptools.setup(
+    name="flan_mix",
+    version="0.1.0",
+    description="Flan 2022-style instruction tuning in JAX: seqio mixtures, T5 training, Pallas flash attention.",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["flan_mix", "flan_mix.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+)
