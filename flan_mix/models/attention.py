@@ -1,0 +1,57 @@
+"""The one attention entry point of flan_mix.
+
+Every model calls attention(); `implementation` picks the backend:
+  "xla"    - flan_mix.kernels.reference: plain XLA, materializes the [B, H, Q, K] logits.
+  "pallas" - flan_mix.kernels.flash_attention: fused masks and T5 bias, O(L) memory.
+  "cudnn"  - jax.nn.dot_product_attention(implementation="cudnn"); it has no segment ids and no
+             T5 bias, so such calls are refused rather than silently computed differently.
+Layout: q [B, Lq, H, D], k and v [B, Lk, H, D]; segment ids int32 [B, L] with 0 = padding.
+"""
+from __future__ import annotations
+
+import jax
+
+from flan_mix.kernels import reference
+
+IMPLEMENTATIONS = ("xla", "pallas", "cudnn")
+
+
+def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, causal: bool = False,
+              bias_table=None, bidirectional: bool = True, max_distance: int = 128,
+              sm_scale: float = 1.0, q_offset: int = 0, implementation: str = "xla"):
+    """Scaled dot-product attention with packing masks and an optional T5 bias table [H, buckets].
+
+    q_offset shifts query positions (for incremental decoding); only "xla" supports it.
+    """
+    kwargs = dict(q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids, causal=causal,
+                  sm_scale=sm_scale, bias_table=bias_table, bidirectional=bidirectional,
+                  max_distance=max_distance)
+    if implementation == "xla":
+        return reference.reference_attention(q, k, v, q_offset=q_offset, **kwargs)
+    if q_offset:
+        raise ValueError(f"attention(implementation={implementation!r}) has no q_offset; "
+                         "incremental decoding runs with implementation='xla'.")
+    if implementation == "pallas":
+        from flan_mix.kernels import flash_attention  # imported lazily: Pallas is heavy to load
+        return flash_attention.flash_attention(q, k, v, **kwargs)
+    if implementation == "cudnn":
+        return _cudnn_attention(q, k, v, **kwargs)
+    raise ValueError(f"unknown attention implementation {implementation!r}; "
+                     f"choose one of {IMPLEMENTATIONS} (gin: ATTENTION_IMPL).")
+
+
+def _cudnn_attention(q, k, v, *, q_segment_ids, kv_segment_ids, causal, sm_scale, bias_table,
+                     bidirectional, max_distance):
+    del bidirectional, max_distance
+    unsupported = []
+    if q_segment_ids is not None or kv_segment_ids is not None:
+        unsupported.append("segment ids (packed rows or padding masks)")
+    if bias_table is not None:
+        unsupported.append("a T5 relative-position bias")
+    if unsupported:
+        raise ValueError(
+            "ATTENTION_IMPL='cudnn' (jax.nn.dot_product_attention) cannot express "
+            + " or ".join(unsupported)
+            + "; use ATTENTION_IMPL='pallas' (fused) or 'xla' (reference) for this model.")
+    return jax.nn.dot_product_attention(q, k, v, scale=sm_scale, is_causal=causal,
+                                        implementation="cudnn")

@@ -1,0 +1,142 @@
+"""Building blocks of T5 1.1 in Flax Linen; every parameter carries logical axis names.
+
+Logical axes: batch, length, embed, mlp, heads, kv, vocab, relpos_buckets (see
+flan_mix/train/partitioning.py for how they map onto the mesh).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from flan_mix.models.attention import attention
+
+Dtype = Any
+
+
+def _init(scale: float, mode: str = "fan_in", distribution: str = "truncated_normal"):
+    return nn.initializers.variance_scaling(scale, mode, distribution)
+
+
+def constrain(x, axes: Sequence[str | None]):
+    """Activation sharding hint by logical names; a no-op outside a mesh/rules context."""
+    return nn.with_logical_constraint(x, tuple(axes))
+
+
+class RMSNorm(nn.Module):
+    """T5's layer norm: scale only, no mean subtraction and no bias; computed in float32."""
+    epsilon: float = 1e-6
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                           (x.shape[-1],), jnp.float32)
+        x32 = x.astype(jnp.float32)
+        x32 = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.epsilon)
+        return (x32 * scale).astype(self.dtype)
+
+
+class Embed(nn.Module):
+    num_embeddings: int
+    features: int
+    dtype: Dtype = jnp.float32
+
+    def setup(self):
+        self.embedding = self.param(
+            "embedding", nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
+            (self.num_embeddings, self.features), jnp.float32)
+
+    def __call__(self, ids):
+        return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+
+
+class DenseGeneral(nn.Module):
+    """x[..., in_axes] @ kernel -> [..., out_features]; kernel axes named by `kernel_axes`."""
+    features: tuple[int, ...]
+    kernel_axes: tuple[str, ...]
+    in_dims: int = 1  # how many trailing dims of x are contracted
+    scale: float = 1.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        in_shape = tuple(x.shape[-self.in_dims:])
+        # variance_scaling sees the flattened [fan_in, fan_out] view, like t5x's DenseGeneral.
+        def init(key, shape, dtype):
+            flat_shape = (math.prod(in_shape), math.prod(self.features))
+            return _init(self.scale)(key, flat_shape, dtype).reshape(shape)
+
+        kernel = self.param("kernel", nn.with_logical_partitioning(init, self.kernel_axes),
+                            in_shape + tuple(self.features), jnp.float32)
+        contract = tuple(range(x.ndim - self.in_dims, x.ndim))
+        return jax.lax.dot_general(x.astype(self.dtype), kernel.astype(self.dtype),
+                                   ((contract, tuple(range(self.in_dims))), ((), ())))
+
+
+class GatedMLP(nn.Module):
+    """T5 1.1 feed-forward: GeGLU (gelu(x W0) * (x W1)) W_out, dropout on the hidden layer."""
+    mlp_dim: int
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, deterministic: bool):
+        embed = x.shape[-1]
+        gate = DenseGeneral((self.mlp_dim,), ("embed", "mlp"), dtype=self.dtype, name="wi_0")(x)
+        up = DenseGeneral((self.mlp_dim,), ("embed", "mlp"), dtype=self.dtype, name="wi_1")(x)
+        hidden = nn.gelu(gate, approximate=True) * up
+        hidden = constrain(hidden, ("batch", "length", "mlp"))
+        hidden = nn.Dropout(self.dropout_rate, broadcast_dims=(-2,))(hidden, deterministic=deterministic)
+        return DenseGeneral((embed,), ("mlp", "embed"), dtype=self.dtype, name="wo")(hidden)
+
+
+class RelativePositionBias(nn.Module):
+    """The per-head table of T5's bucketed relative-position bias, shared by all layers of a stack.
+
+    Returns the raw [heads, num_buckets] table: the attention backends expand it (the XLA path
+    materializes [H, Q, K]; the Pallas kernel computes buckets from iota inside the kernel).
+    """
+    num_buckets: int
+    num_heads: int
+
+    @nn.compact
+    def __call__(self):
+        table = self.param(
+            "rel_embedding",
+            nn.with_logical_partitioning(_init(1.0, "fan_avg", "uniform"), ("heads", "relpos_buckets")),
+            (self.num_heads, self.num_buckets), jnp.float32)
+        return table
+
+
+class MultiHeadAttention(nn.Module):
+    """Projections around attention(); T5 uses no 1/sqrt(d) scaling (folded into the q init)."""
+    num_heads: int
+    head_dim: int
+    dropout_rate: float = 0.0
+    dtype: Dtype = jnp.float32
+    implementation: str = "xla"
+
+    @nn.compact
+    def __call__(self, x_q, x_kv, *, q_segment_ids, kv_segment_ids, causal: bool,
+                 bias_table=None, bidirectional: bool = True, max_distance: int = 128,
+                 deterministic: bool = True):
+        embed = x_q.shape[-1]
+        heads_axes = ("embed", "heads", "kv")
+        # T5's init puts the 1/sqrt(d_model * head_dim) factor on the query projection.
+        q = DenseGeneral((self.num_heads, self.head_dim), heads_axes, dtype=self.dtype,
+                         scale=1.0 / self.head_dim, name="query")(x_q)
+        k = DenseGeneral((self.num_heads, self.head_dim), heads_axes, dtype=self.dtype, name="key")(x_kv)
+        v = DenseGeneral((self.num_heads, self.head_dim), heads_axes, dtype=self.dtype, name="value")(x_kv)
+        q = constrain(q, ("batch", "length", "heads", "kv"))
+        k = constrain(k, ("batch", "length", "heads", "kv"))
+        v = constrain(v, ("batch", "length", "heads", "kv"))
+        out = attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
+                        causal=causal, bias_table=bias_table, bidirectional=bidirectional,
+                        max_distance=max_distance, sm_scale=1.0, implementation=self.implementation)
+        out = constrain(out, ("batch", "length", "heads", "kv"))
+        return DenseGeneral((embed,), ("heads", "kv", "embed"), in_dims=2, dtype=self.dtype,
+                            name="out")(out)

@@ -1,0 +1,113 @@
+"""orbax checkpoints: save every N steps, keep K, resume from MODEL_DIR, or warm-start params.
+
+Restores go straight into the shardings of the current mesh, so a checkpoint written on one
+mesh restores onto another. Before restoring, shapes are compared with the model being built, so
+a MODEL_DIR holding another model fails with a message instead of an orbax stack trace.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import gin
+import jax
+import orbax.checkpoint as ocp
+
+from flan_mix.train.trainer import TrainState
+
+
+def _as_tree(state: TrainState) -> dict[str, Any]:
+    return {"step": state.step, "params": state.params, "opt_state": state.opt_state}
+
+
+def _restore_args(abstract_tree):
+    return jax.tree_util.tree_map(
+        lambda a: ocp.ArrayRestoreArgs(sharding=a.sharding, global_shape=a.shape, dtype=a.dtype),
+        abstract_tree)
+
+
+def _metadata_tree(meta):
+    """The saved pytree's metadata, whichever orbax wrapper (step/item metadata) it comes in."""
+    meta = getattr(meta, "item_metadata", meta)
+    return getattr(meta, "tree", meta)
+
+
+def _flat_shapes(tree) -> dict[str, tuple]:
+    return {jax.tree_util.keystr(p): tuple(getattr(x, "shape", ()))
+            for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def check_shapes(saved_tree, expected_tree, where: str):
+    """Raises if the saved parameter shapes differ from the model being built."""
+    saved, expected = _flat_shapes(saved_tree), _flat_shapes(expected_tree)
+    missing = sorted(set(expected) - set(saved))
+    extra = sorted(set(saved) - set(expected))
+    wrong = [(k, saved[k], expected[k]) for k in sorted(set(saved) & set(expected))
+             if saved[k] != expected[k]]
+    if not (missing or extra or wrong):
+        return
+    lines = [f"the checkpoint at {where} does not fit the model being built:"]
+    lines += [f"  {k}: checkpoint {s}, model {e}" for k, s, e in wrong[:8]]
+    lines += [f"  missing in checkpoint: {k}" for k in missing[:4]]
+    lines += [f"  not in model: {k}" for k in extra[:4]]
+    lines.append("Fix: point MODEL_DIR at a fresh directory, or use the model gin file (and vocabulary) "
+                 "the checkpoint was trained with.")
+    raise ValueError("\n".join(lines))
+
+
+@gin.configurable
+class Checkpointer:
+    """A thin wrapper over ocp.CheckpointManager in MODEL_DIR/checkpoints."""
+
+    def __init__(self, model_dir: str, save_every_steps: int = 1000, keep: int = 3):
+        self.directory = os.path.join(os.path.abspath(model_dir), "checkpoints")
+        options = ocp.CheckpointManagerOptions(save_interval_steps=save_every_steps,
+                                               max_to_keep=keep, create=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, state: TrainState, force: bool = False) -> bool:
+        step = int(jax.device_get(state.step))
+        saved = self.manager.save(step, args=ocp.args.PyTreeSave(_as_tree(state)), force=force)
+        return saved
+
+    def wait(self):
+        self.manager.wait_until_finished()
+
+    def restore_latest(self, abstract_state: TrainState) -> TrainState | None:
+        step = self.latest_step()
+        if step is None:
+            return None
+        target = _as_tree(abstract_state)
+        meta_tree = _metadata_tree(self.manager.item_metadata(step))
+        if meta_tree is not None and "params" in meta_tree:
+            check_shapes(meta_tree["params"], target["params"], f"{self.directory}/{step}")
+        tree = self.manager.restore(step, args=ocp.args.PyTreeRestore(
+            item=target, restore_args=_restore_args(target)))
+        return TrainState(step=tree["step"], params=tree["params"], opt_state=tree["opt_state"])
+
+    def close(self):
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def restore_params(path: str, abstract_params):
+    """Params only, from a checkpoint step directory (e.g. MODEL_DIR/checkpoints/1000)."""
+    path = os.path.abspath(path)
+    item_dir = os.path.join(path, "default")
+    if os.path.isdir(item_dir):
+        path = item_dir
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"INITIAL_CHECKPOINT_PATH={path!r} does not exist; pass a step directory "
+                                "such as MODEL_DIR/checkpoints/<step>.")
+    checkpointer = ocp.PyTreeCheckpointer()
+    meta_tree = _metadata_tree(checkpointer.metadata(path))
+    if meta_tree is None or "params" not in meta_tree:
+        raise ValueError(f"{path} holds no 'params' entry; is it a flan_mix checkpoint?")
+    check_shapes(meta_tree["params"], abstract_params, path)
+    target = {"params": abstract_params}
+    tree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+        item=target, restore_args=_restore_args(target), partial_restore=True))
+    return tree["params"]

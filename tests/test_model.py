@@ -1,0 +1,93 @@
+"""T5 forward pass: shapes, logical axes, and packing/padding/causal masks."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import flax.linen as nn
+
+from flan_mix.kernels import reference
+from flan_mix.models.attention import attention
+from tests.helpers import packed_batch, tiny_model
+
+
+@pytest.fixture(scope="module")
+def model_and_params():
+    model = tiny_model()
+    batch = packed_batch(np.random.default_rng(0))
+    variables = model.init(jax.random.PRNGKey(0), **batch)
+    return model, nn.meta.unbox(variables["params"]), variables
+
+
+def _logits(model, params, batch):
+    return np.asarray(model.apply({"params": params}, **batch))
+
+
+def test_shapes_and_logical_axes(model_and_params):
+    model, params, variables = model_and_params
+    batch = packed_batch(np.random.default_rng(1))
+    logits = _logits(model, params, batch)
+    assert logits.shape == (4, 12, 128) and logits.dtype == np.float32
+    specs = nn.get_partition_spec(variables)["params"]
+    assert specs["encoder"]["layer_0"]["attention"]["query"]["kernel"] == jax.sharding.PartitionSpec("embed", "heads", "kv")
+    assert specs["decoder"]["layer_1"]["mlp"]["wo"]["kernel"] == jax.sharding.PartitionSpec("mlp", "embed")
+    assert specs["decoder"]["logits_dense"]["kernel"] == jax.sharding.PartitionSpec("embed", "vocab")
+    assert specs["token_embed"]["embedding"] == jax.sharding.PartitionSpec("vocab", "embed")
+    assert specs["encoder"]["relpos_bias"]["rel_embedding"] == jax.sharding.PartitionSpec("heads", "relpos_buckets")
+    # T5 1.1 unties the output layer: two different matrices.
+    assert params["decoder"]["logits_dense"]["kernel"].shape == (32, 128)
+
+
+def test_other_segment_and_padding_tokens_change_nothing(model_and_params):
+    model, params, _ = model_and_params
+    rng = np.random.default_rng(2)
+    batch = packed_batch(rng)
+    base = _logits(model, params, batch)
+    changed = {k: v.copy() for k, v in batch.items()}
+    # Rewrite everything outside segment 1: segment 2's tokens and the padding tokens.
+    for enc_or_dec, tok in (("encoder", "encoder_input_tokens"), ("decoder", "decoder_input_tokens")):
+        outside = batch[f"{enc_or_dec}_segment_ids"] != 1
+        changed[tok][outside] = rng.integers(2, 128, outside.sum())
+    out = _logits(model, params, changed)
+    seg1 = batch["decoder_segment_ids"] == 1
+    np.testing.assert_allclose(out[seg1], base[seg1], rtol=1e-5, atol=1e-5)
+    seg2 = batch["decoder_segment_ids"] == 2
+    assert not np.allclose(out[seg2], base[seg2], atol=1e-3)  # the edit did reach segment 2
+
+
+def test_future_decoder_tokens_change_nothing(model_and_params):
+    model, params, _ = model_and_params
+    batch = packed_batch(np.random.default_rng(3))
+    base = _logits(model, params, batch)
+    changed = {k: v.copy() for k, v in batch.items()}
+    changed["decoder_input_tokens"][:, 5:] = 7
+    out = _logits(model, params, changed)
+    np.testing.assert_allclose(out[:, :5], base[:, :5], rtol=1e-5, atol=1e-5)
+
+
+def test_relative_position_bucket_hand_values():
+    # Hand-worked with T5's rule: 16 buckets per direction, 8 exact, log-spaced up to 128.
+    rel = jnp.array([0, -1, -7, -8, -12, -16, -32, -64, -127, -500, 1, 3])
+    got = reference.relative_position_bucket(rel, bidirectional=True, num_buckets=32, max_distance=128)
+    # distance 8 -> 8 + int(log(1)/log(16)*8)=8; 12 -> 8+int(log(1.5)/log(16)*8)=9; 16 -> 10;
+    # 32 -> 12; 64 -> 14; 127 -> 15; 500 -> capped 15; keys ahead (rel > 0) add the offset 16.
+    assert got.tolist() == [0, 1, 7, 8, 9, 10, 12, 14, 15, 15, 17, 19]
+    uni = reference.relative_position_bucket(rel, bidirectional=False, num_buckets=32, max_distance=128)
+    # 32 buckets, 16 exact; 32 -> 16 + int(log(2)/log(8)*16) = 21; future keys all map to 0.
+    assert uni[:8].tolist() == [0, 1, 7, 8, 12, 16, 21, 26] and uni[-2:].tolist() == [0, 0]
+
+
+def test_reference_attention_fully_masked_rows_are_zero():
+    rng = np.random.default_rng(4)
+    q, k, v = (jnp.asarray(rng.normal(size=(1, 4, 2, 8)), jnp.float32) for _ in range(3))
+    seg = jnp.array([[1, 1, 0, 0]], jnp.int32)
+    out = attention(q, k, v, q_segment_ids=seg, kv_segment_ids=seg, implementation="xla")
+    assert np.all(np.asarray(out[0, 2:]) == 0) and np.all(np.isfinite(np.asarray(out)))
+
+
+def test_cudnn_refuses_what_it_cannot_express():
+    x = jnp.zeros((1, 4, 2, 8))
+    seg = jnp.ones((1, 4), jnp.int32)
+    with pytest.raises(ValueError, match="segment ids"):
+        attention(x, x, x, q_segment_ids=seg, kv_segment_ids=seg, implementation="cudnn")
+    with pytest.raises(ValueError, match="unknown attention implementation"):
+        attention(x, x, x, implementation="flash")
