@@ -91,3 +91,19 @@ def test_cudnn_refuses_what_it_cannot_express():
         attention(x, x, x, q_segment_ids=seg, kv_segment_ids=seg, implementation="cudnn")
     with pytest.raises(ValueError, match="unknown attention implementation"):
         attention(x, x, x, implementation="flash")
+
+
+def test_cached_decoding_matches_teacher_forcing(model_and_params):
+    """Greedy decoding with the KV cache picks, at every step, the argmax of a full teacher-forced pass."""
+    from flan_mix.infer import decoding
+    model, params, _ = model_and_params
+    rng = np.random.default_rng(5)
+    enc = rng.integers(2, 128, (3, 20)).astype(np.int32)
+    enc[1, 12:] = 0  # padding
+    out = np.asarray(decoding.decode(model, params, enc, jax.random.PRNGKey(0), max_decode_len=10))
+    dec_in = np.concatenate([np.zeros((3, 1), np.int32), out[:, :-1]], axis=1)
+    logits = model.apply({"params": params}, enc, dec_in, np.ones_like(dec_in))
+    expected = np.argmax(np.asarray(logits), -1)
+    for b in range(3):
+        n = list(out[b]).index(1) + 1 if 1 in out[b] else 10
+        np.testing.assert_array_equal(out[b, :n], expected[b, :n])

@@ -1,9 +1,8 @@
 """Autoregressive decoding for the encoder-decoder: greedy (temperature 0) or sampling.
 
-The encoder runs once. Each step re-runs the decoder over the fixed-size target buffer and reads
-the logits at the current position; causal masking makes the positions after it irrelevant.
-This costs O(T^2) decoder work per sequence but keeps one jitted program with static shapes,
-which is what short Flan targets need.
+The encoder runs once. A sizing call on the full target buffer creates the decoder's KV cache
+(and projects the encoder keys/values once); then each step feeds one token and reads one row
+of logits, so a sequence of T tokens costs O(T) decoder work.
 """
 from __future__ import annotations
 
@@ -25,31 +24,34 @@ def decode(model, params, encoder_input_tokens, rng, *, max_decode_len: int,
     batch = encoder_input_tokens.shape[0]
     enc_seg = default_segment_ids(encoder_input_tokens)
     encoded = model.apply({"params": params}, encoder_input_tokens, enc_seg, method=model.encode)
-    dec_seg = jnp.ones((batch, max_decode_len), jnp.int32)
+    buffer = jnp.zeros((batch, max_decode_len), jnp.int32)
+    _, variables = model.apply({"params": params}, encoded, enc_seg, buffer, jnp.ones_like(buffer),
+                               decode=True, method=model.decode, mutable=["cache"])
+    step_seg = jnp.ones((batch, 1), jnp.int32)
 
     def step(carry):
-        i, inputs, outputs, done, rng = carry
-        logits = model.apply({"params": params}, encoded, enc_seg, inputs, dec_seg, method=model.decode)
-        logits_i = logits[:, i]
+        i, token, outputs, done, cache, rng = carry
+        logits, new_vars = model.apply({"params": params, "cache": cache}, encoded, enc_seg,
+                                       token[:, None], step_seg, decode=True, method=model.decode,
+                                       mutable=["cache"])
+        logits = logits[:, 0]
         rng, sample_rng = jax.random.split(rng)
         if temperature > 0.0:
-            token = jax.random.categorical(sample_rng, logits_i / temperature)
+            token = jax.random.categorical(sample_rng, logits / temperature)
         else:
-            token = jnp.argmax(logits_i, axis=-1)
+            token = jnp.argmax(logits, axis=-1)
         token = jnp.where(done, PAD_ID, token).astype(jnp.int32)
         outputs = outputs.at[:, i].set(token)
-        # The next decoder input is this token (the buffer is shifted right by one: BOS = 0).
-        inputs = jax.lax.dynamic_update_slice(inputs, token[:, None], (0, jnp.minimum(i + 1, max_decode_len - 1)))
         done = done | (token == EOS_ID)
-        return i + 1, inputs, outputs, done, rng
+        return i + 1, token, outputs, done, new_vars["cache"], rng
 
     def keep_going(carry):
-        i, _, _, done, _ = carry
+        i, _, _, done, _, _ = carry
         return (i < max_decode_len) & ~jnp.all(done)
 
-    zeros = jnp.zeros((batch, max_decode_len), jnp.int32)
-    init = (jnp.int32(0), zeros, zeros, jnp.zeros((batch,), bool), rng)
-    _, _, outputs, _, _ = jax.lax.while_loop(keep_going, step, init)
+    bos = jnp.zeros((batch,), jnp.int32)  # T5 starts decoding from id 0
+    init = (jnp.int32(0), bos, buffer, jnp.zeros((batch,), bool), variables["cache"], rng)
+    _, _, outputs, _, _, _ = jax.lax.while_loop(keep_going, step, init)
     return outputs
 
 

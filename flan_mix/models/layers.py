@@ -113,30 +113,64 @@ class RelativePositionBias(nn.Module):
 
 
 class MultiHeadAttention(nn.Module):
-    """Projections around attention(); T5 uses no 1/sqrt(d) scaling (folded into the q init)."""
+    """Projections around attention(); T5 uses no 1/sqrt(d) scaling (folded into the q init).
+
+    decode=True is incremental decoding with a KV cache in the "cache" collection. The first
+    call (on the full-length decoder buffer) only creates the cache: zeros for self-attention,
+    and the projected encoder keys/values for cross-attention, which never change afterwards.
+    Later calls take one token, write its key/value at cache_index and attend to the cache.
+    """
     num_heads: int
     head_dim: int
     dropout_rate: float = 0.0
     dtype: Dtype = jnp.float32
     implementation: str = "xla"
 
+    def _project(self, x, name, scale=1.0):
+        return DenseGeneral((self.num_heads, self.head_dim), ("embed", "heads", "kv"), dtype=self.dtype,
+                            scale=scale, name=name)(x)
+
     @nn.compact
     def __call__(self, x_q, x_kv, *, q_segment_ids, kv_segment_ids, causal: bool,
                  bias_table=None, bidirectional: bool = True, max_distance: int = 128,
-                 deterministic: bool = True):
+                 deterministic: bool = True, decode: bool = False):
         embed = x_q.shape[-1]
-        heads_axes = ("embed", "heads", "kv")
         # T5's init puts the 1/sqrt(d_model * head_dim) factor on the query projection.
-        q = DenseGeneral((self.num_heads, self.head_dim), heads_axes, dtype=self.dtype,
-                         scale=1.0 / self.head_dim, name="query")(x_q)
-        k = DenseGeneral((self.num_heads, self.head_dim), heads_axes, dtype=self.dtype, name="key")(x_kv)
-        v = DenseGeneral((self.num_heads, self.head_dim), heads_axes, dtype=self.dtype, name="value")(x_kv)
+        q = self._project(x_q, "query", scale=1.0 / self.head_dim)
+        q_offset, impl = 0, self.implementation
+        if decode and causal:
+            k, v, q_offset, q_segment_ids, kv_segment_ids = self._self_attention_cache(x_kv)
+            impl = "xla"  # the only backend with q_offset; one query per step needs no fusion
+        elif decode:
+            k = self.variable("cache", "cross_key", lambda: self._project(x_kv, "key")).value
+            v = self.variable("cache", "cross_value", lambda: self._project(x_kv, "value")).value
+        else:
+            k, v = self._project(x_kv, "key"), self._project(x_kv, "value")
         q = constrain(q, ("batch", "length", "heads", "kv"))
         k = constrain(k, ("batch", "length", "heads", "kv"))
         v = constrain(v, ("batch", "length", "heads", "kv"))
         out = attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
                         causal=causal, bias_table=bias_table, bidirectional=bidirectional,
-                        max_distance=max_distance, sm_scale=1.0, implementation=self.implementation)
+                        max_distance=max_distance, sm_scale=1.0, q_offset=q_offset,
+                        implementation=impl)
         out = constrain(out, ("batch", "length", "heads", "kv"))
         return DenseGeneral((embed,), ("heads", "kv", "embed"), in_dims=2, dtype=self.dtype,
                             name="out")(out)
+
+    def _self_attention_cache(self, x):
+        """(keys, values, query offset, q/kv segment ids) for one decode step."""
+        k, v = self._project(x, "key"), self._project(x, "value")
+        created = not self.has_variable("cache", "cached_key")
+        cached_k = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+        cached_v = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+        index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+        if created:  # the sizing call: plain causal attention over the buffer, cache left empty
+            return k, v, 0, None, None
+        if x.shape[1] != 1:
+            raise ValueError(f"decode steps take one token at a time, got length {x.shape[1]}")
+        i = index.value
+        cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k, (0, i, 0, 0))
+        cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v, (0, i, 0, 0))
+        index.value = i + 1
+        # The causal mask at offset i hides the cache slots not written yet.
+        return cached_k.value, cached_v.value, i, None, None

@@ -67,7 +67,8 @@ class DecoderLayer(nn.Module):
     config: T5Config
 
     @nn.compact
-    def __call__(self, x, encoded, decoder_segment_ids, encoder_segment_ids, bias_table, deterministic):
+    def __call__(self, x, encoded, decoder_segment_ids, encoder_segment_ids, bias_table, deterministic,
+                 decode=False):
         cfg = self.config
         dt = cfg.activation_dtype
         drop = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))
@@ -76,13 +77,13 @@ class DecoderLayer(nn.Module):
                                       name="self_attention")(
             y, y, q_segment_ids=decoder_segment_ids, kv_segment_ids=decoder_segment_ids, causal=True,
             bias_table=bias_table, bidirectional=False,
-            max_distance=cfg.relative_attention_max_distance)
+            max_distance=cfg.relative_attention_max_distance, decode=decode)
         x = x + drop(y, deterministic=deterministic)
         y = layers.RMSNorm(dtype=dt, name="pre_cross_attention_norm")(x)
         y = layers.MultiHeadAttention(cfg.num_heads, cfg.head_dim, dtype=dt, implementation=cfg.attention_impl,
                                       name="encoder_decoder_attention")(
             y, encoded, q_segment_ids=decoder_segment_ids, kv_segment_ids=encoder_segment_ids,
-            causal=False)
+            causal=False, decode=decode)
         x = x + drop(y, deterministic=deterministic)
         y = layers.RMSNorm(dtype=dt, name="pre_mlp_norm")(x)
         y = layers.GatedMLP(cfg.mlp_dim, cfg.dropout_rate, dtype=dt, name="mlp")(y, deterministic)
@@ -114,7 +115,7 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(self, encoded, decoder_input_tokens, decoder_segment_ids, encoder_segment_ids,
-                 deterministic):
+                 deterministic, decode=False):
         cfg = self.config
         bias_table = layers.RelativePositionBias(cfg.relative_attention_num_buckets, cfg.num_heads,
                                                  name="relpos_bias")()
@@ -123,7 +124,7 @@ class Decoder(nn.Module):
         x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
         for i in range(cfg.num_decoder_layers):
             x = DecoderLayer(cfg, name=f"layer_{i}")(x, encoded, decoder_segment_ids, encoder_segment_ids,
-                                                     bias_table, deterministic)
+                                                     bias_table, deterministic, decode)
         x = layers.RMSNorm(dtype=cfg.activation_dtype, name="final_norm")(x)
         x = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))(x, deterministic=deterministic)
         # T5 1.1 unties the output layer from the input embedding.
@@ -151,9 +152,10 @@ class Transformer(nn.Module):
         return self.encoder(encoder_input_tokens, encoder_segment_ids, deterministic)
 
     def decode(self, encoded, encoder_segment_ids, decoder_input_tokens, decoder_segment_ids,
-               deterministic=True):
+               deterministic=True, decode=False):
+        """Teacher-forced logits, or with decode=True one cached step (see MultiHeadAttention)."""
         return self.decoder(encoded, decoder_input_tokens, decoder_segment_ids, encoder_segment_ids,
-                            deterministic)
+                            deterministic, decode)
 
     def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens,
                  encoder_segment_ids=None, decoder_segment_ids=None, deterministic=True, **unused):
