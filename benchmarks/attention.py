@@ -1,0 +1,389 @@
+"""Attention benchmark: flan_mix's Pallas flash attention vs XLA, cuDNN and JAX's Pallas GPU kernel.
+
+    python benchmarks/attention.py [--out results.json] [--quick] [--iters 20] [--profile DIR]
+
+Scenarios (bf16), each at L in {512, 2048, 8192} and head dim in {64, 128}:
+  causal   decoder self-attention, causal mask, sm_scale = 1/sqrt(D)
+  t5_bias  T5 encoder self-attention with the relative-position bias (32 buckets, bidirectional,
+           max_distance 128), sm_scale = 1
+  packed   packed rows of 4 equal segments, no bias, sm_scale = 1/sqrt(D)
+Batch and heads follow the FlashAttention-2 paper's convention: 16k tokens per batch
+(B = 16384 / L) and H * D = 2048.
+
+Implementations:
+  pallas      flan_mix.kernels.flash_attention
+  xla         flan_mix.kernels.reference (materialises logits, masks and the bias)
+  cudnn       jax.nn.dot_product_attention(implementation="cudnn"), GPU only; it has no segment
+              ids, so not on `packed`; the T5 bias is passed materialised
+  pallas_gpu  jax.experimental.pallas.ops.gpu.attention.mha, GPU only; no bias, so not on t5_bias
+
+FLOPs count the matmuls of the dense problem, as FlashAttention papers do: forward
+4 * B * H * Lq * Lk * D (halved when causal), forward+backward 3.5x that. `packed` is counted
+dense too (none of the kernels skips cross-segment tiles). Peak memory is XLA's compiled
+estimate for the forward+backward program: arguments + outputs + temporaries.
+
+On CPU the Pallas kernel only runs in interpret mode, so timings mean nothing: the script then
+runs small shapes, checks pallas against xla (output and all gradients) and says so.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import traceback
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from flan_mix.kernels import reference  # noqa: E402
+from flan_mix.kernels.flash_attention import flash_attention  # noqa: E402
+
+H100_BF16_DENSE_TFLOPS = 989.0
+TOKENS_PER_BATCH = 16384
+HIDDEN = 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    name: str
+    causal: bool = False
+    bias: bool = False
+    segments: int = 0
+
+
+SCENARIOS = {
+    "causal": Scenario("causal", causal=True),
+    "t5_bias": Scenario("t5_bias", bias=True),
+    "packed": Scenario("packed", segments=4),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    batch: int
+    length: int
+    heads: int
+    head_dim: int
+
+
+class NotApplicable(Exception):
+    """The implementation cannot express this scenario (recorded as n/a, not as a failure)."""
+
+
+# ----------------------------------------------------------------------------- problem
+
+
+def sm_scale(sc: Scenario, shape: Shape) -> float:
+    return 1.0 if sc.bias else 1.0 / math.sqrt(shape.head_dim)
+
+
+def make_inputs(sc: Scenario, shape: Shape, dtype, seed=0):
+    keys = jax.random.split(jax.random.PRNGKey(seed), 5)
+    dims = (shape.batch, shape.length, shape.heads, shape.head_dim)
+    q, k, v, do = (jax.random.normal(keys[i], dims, jnp.float32) for i in range(4))
+    if sc.bias:  # T5 runs with sm_scale = 1 and folds 1/sqrt(D) into its query projection
+        q = q / math.sqrt(shape.head_dim)
+    q, k, v, do = (x.astype(dtype) for x in (q, k, v, do))
+    # Small table values keep the biased logits in a realistic range.
+    table = 0.5 * jax.random.normal(keys[4], (shape.heads, 32), jnp.float32)
+    seg = None
+    if sc.segments:
+        per = shape.length // sc.segments
+        ids = np.minimum(np.arange(shape.length) // per, sc.segments - 1) + 1
+        seg = jnp.asarray(np.broadcast_to(ids, (shape.batch, shape.length)), jnp.int32)
+    return q, k, v, table, seg, do
+
+
+def impl_fn(name: str, sc: Scenario, shape: Shape, seg):
+    """Returns f(q, k, v, table) -> out for one implementation, or raises NotApplicable."""
+    scale = sm_scale(sc, shape)
+    common = dict(causal=sc.causal, sm_scale=scale, bidirectional=True, max_distance=128)
+    if seg is not None:
+        common.update(q_segment_ids=seg, kv_segment_ids=seg)
+
+    if name == "pallas":
+        return lambda q, k, v, t: flash_attention(q, k, v, bias_table=t if sc.bias else None,
+                                                  **common)
+    if name == "xla":
+        return lambda q, k, v, t: reference.reference_attention(
+            q, k, v, bias_table=t if sc.bias else None, **common)
+    if jax.default_backend() != "gpu":
+        raise NotApplicable("GPU only")
+    if name == "cudnn":
+        if sc.segments:
+            raise NotApplicable("cuDNN through JAX has no segment ids")
+
+        def cudnn(q, k, v, t):
+            bias = None
+            if sc.bias:  # cuDNN only takes the materialised [1, H, L, L] bias
+                bias = reference.relative_position_bias(
+                    t, shape.length, shape.length, bidirectional=True, max_distance=128)
+                bias = bias[None].astype(q.dtype)
+            return jax.nn.dot_product_attention(q, k, v, bias=bias, scale=scale,
+                                                is_causal=sc.causal, implementation="cudnn")
+        return cudnn
+    if name == "pallas_gpu":
+        if sc.bias:
+            raise NotApplicable("JAX's Pallas GPU kernel has no bias")
+        from jax.experimental.pallas.ops.gpu import attention as jax_gpu_attention
+        return lambda q, k, v, t: jax_gpu_attention.mha(q, k, v, seg, sm_scale=scale,
+                                                        causal=sc.causal)
+    raise ValueError(f"unknown implementation {name!r}")
+
+
+def forward_and_backward(fn, with_table: bool):
+    """(q, k, v, table, do) -> (out, grads): one forward and the full backward."""
+    def run(q, k, v, table, do):
+        if with_table:
+            out, vjp = jax.vjp(fn, q, k, v, table)
+        else:
+            out, vjp = jax.vjp(lambda q, k, v: fn(q, k, v, table), q, k, v)
+        return out, vjp(do.astype(out.dtype))
+    return run
+
+
+def flops(sc: Scenario, shape: Shape) -> tuple[float, float]:
+    fwd = 4.0 * shape.batch * shape.heads * shape.length ** 2 * shape.head_dim
+    if sc.causal:
+        fwd /= 2
+    return fwd, 3.5 * fwd
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def compile_and_time(fn, args, iters: int):
+    """Steady-state seconds per call: best of 3 runs of `iters` back-to-back calls, one sync each."""
+    compiled = jax.jit(fn).lower(*args).compile()
+    mem = compiled.memory_analysis()
+    peak = None
+    if mem is not None:
+        peak = (mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
+                - getattr(mem, "alias_size_in_bytes", 0))
+    jax.block_until_ready(compiled(*args))  # warm-up
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(iters):
+            out = compiled(*args)
+        jax.block_until_ready(out)
+        best = min(best, (time.perf_counter() - start) / iters)
+    return best, peak
+
+
+def norm_err(got, want) -> float:
+    got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+    return float(np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30))
+
+
+def check_against_xla(sc: Scenario, shape: Shape, dtype, impl: str) -> float:
+    """Max normalised error of output and gradients against the f32 XLA reference."""
+    q, k, v, table, seg, do = make_inputs(sc, shape, dtype)
+    with_table = sc.bias and impl in ("pallas", "xla")
+    got = jax.jit(forward_and_backward(impl_fn(impl, sc, shape, seg), with_table))(
+        q, k, v, table, do)
+    f32 = lambda x: x.astype(jnp.float32)
+    want = jax.jit(forward_and_backward(impl_fn("xla", sc, shape, seg), with_table))(
+        f32(q), f32(k), f32(v), table, do)
+    leaves = zip(jax.tree.leaves(got), jax.tree.leaves(want))
+    return max(norm_err(a, b) for a, b in leaves)
+
+
+def bench_row(sc: Scenario, shape: Shape, impl: str, dtype, iters: int, check: bool):
+    row = dict(scenario=sc.name, impl=impl, dtype=jnp.dtype(dtype).name,
+               **dataclasses.asdict(shape))
+    try:
+        q, k, v, table, seg, do = make_inputs(sc, shape, dtype)
+        fn = impl_fn(impl, sc, shape, seg)
+        fwd_flops, total_flops = flops(sc, shape)
+        fwd_s, _ = compile_and_time(fn, (q, k, v, table), iters)
+        with_table = sc.bias and impl in ("pallas", "xla")
+        both_s, peak = compile_and_time(forward_and_backward(fn, with_table),
+                                        (q, k, v, table, do), iters)
+        row.update(fwd_ms=fwd_s * 1e3, fwd_tflops=fwd_flops / fwd_s / 1e12,
+                   fwd_bwd_ms=both_s * 1e3, fwd_bwd_tflops=total_flops / both_s / 1e12,
+                   peak_mib=None if peak is None else peak / 2**20)
+        if check and impl != "xla":
+            row["err_vs_xla"] = check_against_xla(sc, shape, dtype, impl)
+    except NotApplicable as e:
+        row["note"] = f"n/a: {e}"
+    except Exception as e:  # OOM or an implementation's own refusal: record it, keep going
+        row["note"] = f"failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        traceback.print_exc(limit=1, file=sys.stderr)
+    return row
+
+
+def correctness_row(sc: Scenario, shape: Shape, dtype):
+    row = dict(scenario=sc.name, impl="pallas", dtype=jnp.dtype(dtype).name,
+               **dataclasses.asdict(shape))
+    start = time.perf_counter()
+    row["err_vs_xla"] = check_against_xla(sc, shape, dtype, "pallas")
+    row["note"] = f"interpret mode, checked in {time.perf_counter() - start:.0f}s"
+    return row
+
+
+# ----------------------------------------------------------------------------- reporting
+
+
+def fmt(x, spec):
+    """Formats x with spec ("9.3f"), or a right-aligned "-" of the same width when missing."""
+    width = int(spec.split(".")[0])
+    return "-".rjust(width) if x is None else format(x, spec)
+
+
+def print_table(rows):
+    header = (f"{'scenario':<9}{'L':>6}{'D':>5}{'B':>4}{'H':>4}  {'impl':<11}{'fwd ms':>9}"
+              f"{'fwd TF/s':>10}{'f+b ms':>9}{'f+b TF/s':>10}{'peak MiB':>10}{'err':>9}  note")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r['scenario']:<9}{r['length']:>6}{r['head_dim']:>5}{r['batch']:>4}{r['heads']:>4}"
+              f"  {r['impl']:<11}{fmt(r.get('fwd_ms'), '9.3f')}{fmt(r.get('fwd_tflops'), '10.1f')}"
+              f"{fmt(r.get('fwd_bwd_ms'), '9.3f')}{fmt(r.get('fwd_bwd_tflops'), '10.1f')}"
+              f"{fmt(r.get('peak_mib'), '10.0f')}{fmt(r.get('err_vs_xla'), '9.1e')}"
+              f"  {r.get('note', '')}")
+
+
+def target_summary(rows):
+    """The issue's H100 targets, as ratios measured here."""
+    def get(scenario, impl, length, head_dim, key):
+        for r in rows:
+            if (r["scenario"], r["impl"], r["length"], r["head_dim"]) == (
+                    scenario, impl, length, head_dim) and r.get(key):
+                return r[key]
+        return None
+
+    lines = []
+    for length in (2048, 8192):
+        for d in (64, 128):
+            ours, cudnn = (get("causal", impl, length, d, "fwd_bwd_tflops")
+                           for impl in ("pallas", "cudnn"))
+            if ours and cudnn:
+                lines.append(f"causal L={length} D={d}: fwd+bwd pallas/cudnn = {ours / cudnn:.2f}x"
+                             " (target >= 1.0x)")
+    for d in (64, 128):
+        ours, xla = (get("t5_bias", i, 2048, d, "fwd_bwd_ms") for i in ("pallas", "xla"))
+        if ours and xla:
+            lines.append(f"t5_bias L=2048 D={d}: fwd+bwd speed-up over XLA = {xla / ours:.2f}x"
+                         " (target >= 2x)")
+    for sc in SCENARIOS:
+        for d in (64, 128):
+            tf = get(sc, "pallas", 8192, d, "fwd_tflops")
+            if tf:
+                lines.append(f"{sc} L=8192 D={d}: forward {tf:.0f} TFLOP/s = "
+                             f"{100 * tf / H100_BF16_DENSE_TFLOPS:.0f}% of 989 (target >= 50%)")
+    return lines
+
+
+def environment():
+    dev = jax.devices()[0]
+    commit = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                cwd=os.path.dirname(os.path.abspath(__file__)),
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    import jaxlib
+    return dict(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        device=dict(platform=dev.platform, kind=dev.device_kind, count=jax.device_count()),
+        versions=dict(jax=jax.__version__, jaxlib=jaxlib.__version__,
+                      python=platform.python_version(), numpy=np.__version__),
+        host=platform.node(), git_commit=commit, argv=sys.argv)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", help="write results (with device, versions, date) to this JSON")
+    parser.add_argument("--quick", action="store_true", help="one length and head dim only")
+    parser.add_argument("--iters", type=int, default=20, help="timed calls per measurement")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--impls", default="pallas,xla,cudnn,pallas_gpu")
+    parser.add_argument("--lengths", default=None, help="comma list (default 512,2048,8192)")
+    parser.add_argument("--head-dims", default="64,128")
+    parser.add_argument("--profile", help="write a jax.profiler trace of the pallas rows here")
+    args = parser.parse_args(argv)
+
+    env = environment()
+    backend = jax.default_backend()
+    scenarios = [SCENARIOS[s] for s in args.scenarios.split(",")]
+    head_dims = [int(d) for d in args.head_dims.split(",")]
+    dtype = jnp.bfloat16
+    rows = []
+    if backend == "cpu":
+        # Interpret mode: correctness only, at shapes the interpreter gets through in minutes.
+        print("CPU backend: the Pallas kernel runs in interpret mode, so this run only checks "
+              "correctness (pallas vs the f32 XLA reference, output and all gradients) at small "
+              "shapes. No timings are reported; run on a GPU or TPU for the benchmark.\n")
+        lengths = [int(x) for x in (args.lengths or "256").split(",")]
+        if args.quick:
+            lengths, head_dims = lengths[:1], head_dims[:1]
+        for sc in scenarios:
+            for length in lengths:
+                for d in head_dims:
+                    rows.append(correctness_row(sc, Shape(1, length, 2, d), dtype))
+                    print_progress(rows[-1])
+        mode = "correctness-only (CPU, Pallas interpret mode)"
+    else:
+        lengths = [int(x) for x in (args.lengths or "512,2048,8192").split(",")]
+        if args.quick:
+            lengths, head_dims = [2048], head_dims[:1]
+        impls = args.impls.split(",")
+        if args.profile:
+            jax.profiler.start_trace(args.profile)
+        for sc in scenarios:
+            for length in lengths:
+                for d in head_dims:
+                    shape = Shape(max(1, TOKENS_PER_BATCH // length), length, HIDDEN // d, d)
+                    for impl in impls:
+                        rows.append(bench_row(sc, shape, impl, dtype, args.iters,
+                                              check=length <= 2048))
+                        print_progress(rows[-1])
+        if args.profile:
+            jax.profiler.stop_trace()
+        mode = "timing"
+
+    print(f"\n{env['device']['kind']} ({backend}), jax {env['versions']['jax']}, {env['date']}"
+          f" -- {mode}")
+    print_table(rows)
+    targets = target_summary(rows) if backend == "gpu" else []
+    if targets:
+        print("\nTargets (H100 bf16):")
+        print("\n".join("  " + t for t in targets))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(dict(env, mode=mode, dtype=jnp.dtype(dtype).name,
+                           flop_convention="fwd 4*B*H*L*L*D (x0.5 causal), fwd+bwd 3.5x fwd",
+                           rows=rows, targets=targets), f, indent=2)
+        print(f"\nwrote {args.out}")
+    failed = [r for r in rows if r.get("err_vs_xla") is not None and r["err_vs_xla"] > 2e-2]
+    if failed:
+        print(f"\n{len(failed)} row(s) disagree with the XLA reference beyond 2e-2 (bf16).")
+        return 1
+    return 0
+
+
+def print_progress(row):
+    state = row.get("note") or (f"fwd+bwd {row['fwd_bwd_ms']:.2f} ms" if "fwd_bwd_ms" in row
+                                else "")
+    err = row.get("err_vs_xla")
+    print(f"  {row['scenario']} L={row['length']} D={row['head_dim']} {row['impl']}: {state}"
+          + ("" if err is None else f" err={err:.1e}"), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
