@@ -14,10 +14,13 @@ INSTALL_REQUIRES = [
     "numpy>=1.26,<3",
     "tqdm>=4.66",
     "tensorboardX>=2.6",
+    "safetensors>=0.4",  # HF checkpoint import/export (flan_mix.models.convert)
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "pytest-timeout>=2.3"],
+    # The HF peer tests run our T5 against transformers on torch's CPU build.
+    "test": ["pytest>=8", "pytest-timeout>=2.3", "torch==2.13.0", "transformers>=4.50"],
+    "hf": ["datasets>=3.0"],
     "plots": ["matplotlib>=3.8"],
 }
 

@@ -69,9 +69,11 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, state: TrainState, force: bool = False) -> bool:
+        """Saves if the interval says so (or force); a step already on disk is not written twice."""
         step = int(jax.device_get(state.step))
-        saved = self.manager.save(step, args=ocp.args.PyTreeSave(_as_tree(state)), force=force)
-        return saved
+        if step == self.manager.latest_step():
+            return False
+        return self.manager.save(step, args=ocp.args.PyTreeSave(_as_tree(state)), force=force)
 
     def wait(self):
         self.manager.wait_until_finished()
@@ -81,9 +83,8 @@ class Checkpointer:
         if step is None:
             return None
         target = _as_tree(abstract_state)
-        meta_tree = _metadata_tree(self.manager.item_metadata(step))
-        if meta_tree is not None and "params" in meta_tree:
-            check_shapes(meta_tree["params"], target["params"], f"{self.directory}/{step}")
+        step_dir = os.path.join(self.directory, str(step))
+        check_shapes(_saved_params_metadata(step_dir), target["params"], step_dir)
         tree = self.manager.restore(step, args=ocp.args.PyTreeRestore(
             item=target, restore_args=_restore_args(target)))
         return TrainState(step=tree["step"], params=tree["params"], opt_state=tree["opt_state"])
@@ -93,20 +94,30 @@ class Checkpointer:
         self.manager.close()
 
 
-def restore_params(path: str, abstract_params):
-    """Params only, from a checkpoint step directory (e.g. MODEL_DIR/checkpoints/1000)."""
-    path = os.path.abspath(path)
-    item_dir = os.path.join(path, "default")
-    if os.path.isdir(item_dir):
-        path = item_dir
+def _item_dir(step_dir: str) -> str:
+    """CheckpointManager keeps the pytree in <step>/default; accept either directory."""
+    step_dir = os.path.abspath(step_dir)
+    item_dir = os.path.join(step_dir, "default")
+    path = item_dir if os.path.isdir(item_dir) else step_dir
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"INITIAL_CHECKPOINT_PATH={path!r} does not exist; pass a step directory "
+        raise FileNotFoundError(f"checkpoint directory {step_dir!r} does not exist; pass a step directory "
                                 "such as MODEL_DIR/checkpoints/<step>.")
-    checkpointer = ocp.PyTreeCheckpointer()
-    meta_tree = _metadata_tree(checkpointer.metadata(path))
+    return path
+
+
+def _saved_params_metadata(step_dir: str):
+    path = _item_dir(step_dir)
+    meta_tree = _metadata_tree(ocp.PyTreeCheckpointer().metadata(path))
     if meta_tree is None or "params" not in meta_tree:
         raise ValueError(f"{path} holds no 'params' entry; is it a flan_mix checkpoint?")
-    check_shapes(meta_tree["params"], abstract_params, path)
+    return meta_tree["params"]
+
+
+def restore_params(path: str, abstract_params):
+    """Params only, from a checkpoint step directory (e.g. MODEL_DIR/checkpoints/1000)."""
+    path = _item_dir(path)
+    check_shapes(_saved_params_metadata(path), abstract_params, path)
+    checkpointer = ocp.PyTreeCheckpointer()
     target = {"params": abstract_params}
     tree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
         item=target, restore_args=_restore_args(target), partial_restore=True))
