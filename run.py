@@ -6,6 +6,7 @@
   python run.py eval    [flags]      evaluate the latest checkpoint in MODEL_DIR
   python run.py infer   --task=NAME [--output=FILE] [flags]   decode a task's validation split to JSONL
   python run.py inspect [--task=NAME --num_examples=N --split=S] [flags]   list or render tasks
+        [--list=tasks|submixtures --csv=PATH --stats=NAME --plot=PATH.png --allow_missing_tasks=true]
 
 Flags, t5x style:
   --gin_file=PATH           (repeatable; default gin/runs/default.gin)
@@ -70,7 +71,8 @@ def parse_gin(gin_files: list[str], bindings: list[str]):
 
 COMMAND_OPTIONS = {"train": {}, "eval": {},
                    "infer": {"task": None, "output": None, "split": "validation"},
-                   "inspect": {"task": None, "split": "train", "num_examples": "3"}}
+                   "inspect": {"task": None, "split": "train", "num_examples": "3", "list": None, "csv": None,
+                               "stats": None, "plot": None, "allow_missing_tasks": None}}
 
 
 def main(argv: list[str]) -> int:
@@ -94,7 +96,9 @@ def main(argv: list[str]) -> int:
         infer_task.infer(task=opts["task"], output=opts["output"], split=opts["split"])
     elif command == "inspect":
         from flan_mix.data import inspect_cli
-        inspect_cli.main(task=opts["task"], split=opts["split"], num_examples=int(opts["num_examples"]))
+        inspect_cli.main(task=opts["task"], split=opts["split"], num_examples=int(opts["num_examples"]),
+                         list=opts["list"], csv=opts["csv"], stats=opts["stats"], plot=opts["plot"],
+                         allow_missing_tasks=opts["allow_missing_tasks"])
     return 0
 
 

@@ -19,9 +19,9 @@ INSTALL_REQUIRES = [
 
 EXTRAS = {
     # The HF peer tests run our T5 against transformers on torch's CPU build.
-    "test": ["pytest>=8", "pytest-timeout>=2.3", "torch==2.13.0", "transformers>=4.50"],
+    "test": ["pytest>=8", "pytest-timeout>=2.3", "torch==2.13.0", "transformers>=4.50", "matplotlib>=3.8"],
     "hf": ["datasets>=3.0"],
-    "plots": ["matplotlib>=3.8"],
+    "plot": ["matplotlib>=3.8"],
 }
 
 setuptools.setup(

@@ -5,14 +5,17 @@ from typing import Sequence
 
 import gin
 
-from flan_mix.data import mixtures, pipeline, tasks, vocab
+from flan_mix.data import flan_tasks, mixtures, pipeline, tasks, vocab
 
-COLLECTIONS = ("generated",)
+COLLECTIONS = ("generated", "flan2022")
 
 
 @gin.configurable
 def register_all(collections: Sequence[str] = ("generated",)):
-    """Registers the named collections' tasks and mixtures; returns the shared vocabulary."""
+    """Registers the named collections' tasks and mixtures; returns the shared vocabulary.
+
+    "generated": the offline mini-collection; "flan2022": the Flan 2022 catalog (flan_mix.data.flan_tasks).
+    """
     unknown = sorted(set(collections) - set(COLLECTIONS))
     if unknown:
         raise ValueError(f"unknown collection(s) {unknown}; choose from {COLLECTIONS} "
@@ -21,6 +24,9 @@ def register_all(collections: Sequence[str] = ("generated",)):
     if "generated" in collections:
         tasks.register_generated_tasks(vocabulary=vocabulary)
         mixtures.register_generated_mixture()
+    if "flan2022" in collections:
+        # Data dirs, allow_missing_tasks, seed: gin register_flan2022.* (or the macro allow_missing_tasks).
+        flan_tasks.register_flan2022(vocabulary=vocabulary)
     return vocabulary
 
 
