@@ -49,7 +49,8 @@ def pinned(family, template_id, **overrides):
 # ---------------------------------------------------------------------------------------------------------------
 
 def test_families_and_counts():
-    assert T.families() == ["cot", "dialog", "generic_mc", "generic_qa", "niv2"]
+    # The engine's own families; others (flan_templates.py) may register more as data.
+    assert {"cot", "dialog", "generic_mc", "generic_qa", "niv2"} <= set(T.families())
     for fam in T.families():
         tpls = T.templates_for(fam)
         plain = [t for t in tpls if not t.inverted]

@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def make_trainer(num_microbatches=1, mesh=None, emb_dim=32):
     model = tiny_model(emb_dim=emb_dim)
-    tx, schedule = optim.make_optimizer("adafactor", optim.make_schedule("constant", 1e-2))
+    tx, schedule = optim.make_optimizer("adafactor", optim.make_schedule("constant", 1e-2, warmup_steps=0))
     mesh = mesh or partitioning.make_mesh(devices=jax.devices()[:1])
     return Trainer(model, tx, mesh, partitioning.logical_axis_rules(), schedule=schedule,
                    num_microbatches=num_microbatches)

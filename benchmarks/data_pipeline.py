@@ -1,0 +1,340 @@
+"""Data pipeline benchmark: template, tokenize and pack the Flan 2022 CoT submixture from the real TSVs.
+
+    python benchmarks/data_pipeline.py [--num_examples 20000] [--rss_examples 100000] [--threads 1]
+                                       [--out benchmarks/results/data_pipeline_cpu.json]
+
+What it measures (all on CPU, TF + seqio; nothing here is asserted, the targets are printed next to the figures):
+
+  ours      mixture flan2022_cot (registered with allow_missing_tasks=True: esnli and qed have no TSV here),
+            through flan_mix.data.pipeline.get_dataset: our templates (zero-/few-shot, input inversion),
+            SentencePiece tokenization, EncDecFeatureConverter packing to inputs 2048 / targets 512.
+  seqio     a peer on the same TSVs and the same vocabulary with seqio alone: TextLineDataSource, a plain tf.strings
+            join (question -> inputs, rationale + answer -> targets), seqio.preprocessors.tokenize, append_eos,
+            the same converter. The ratio ours / seqio is the cost of our templating.
+  rss       peak resident memory while streaming --rss_examples examples of a mixed mixture: flan2022_cot and the
+            generated mini-collection (gen_train_mixture) at 1:1, which is the mixed mixture that runs offline
+            (the other Flan 2022 submixtures need TFDS / NIv2 / HF data that is not on this machine).
+
+Counting: examples going in = packed segments coming out (packing trims but never drops an example, so every
+example is exactly one segment); tokens = non-pad encoder_input_tokens + non-pad decoder_target_tokens.
+Cores: process CPU time (user + system, all threads) over wall time in the timed window is reported as
+"cores busy"; per-core rates are examples (tokens) per CPU-second, i.e. total / cores busy. With --threads 1
+(the default) TF's inter/intra-op pools and the tf.data private pool are pinned to one thread; the Python
+rendering generator is single-threaded under the GIL anyway.
+Packing efficiency: non-pad fraction of the packed inputs and of the packed targets, separately.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+TARGETS = {"examples_per_s_per_core": 5000.0, "packing_efficiency": 0.95, "peak_rss_gb": 2.0}
+FEATURE_LENGTHS = {"inputs": 2048, "targets": 512}
+MIXED_MIXTURE = "bench_cot_plus_generated"
+PEER_TASK = "bench_seqio_cot_peer"
+
+
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _rss_bytes() -> int:
+    try:
+        import psutil
+        return int(psutil.Process().memory_info().rss)
+    except ImportError:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_bytes() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: kilobytes
+
+
+def pin_threads(threads: int) -> None:
+    """Must run before TensorFlow executes its first op."""
+    if threads > 0:
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+
+
+def _with_thread_options(ds: tf.data.Dataset, threads: int) -> tf.data.Dataset:
+    if threads <= 0:
+        return ds
+    opts = tf.data.Options()
+    opts.threading.private_threadpool_size = threads
+    opts.threading.max_intra_op_parallelism = 1
+    return ds.with_options(opts)
+
+
+def measure(ds: tf.data.Dataset, num_examples: int, warmup_batches: int, label: str,
+            sample_rss: bool = False) -> dict:
+    """Streams packed batches until num_examples examples went in; times everything after the warm-up batches."""
+    it = ds.as_numpy_iterator()
+    t_start = time.perf_counter()
+    for _ in range(warmup_batches):
+        next(it)
+    t_warm = time.perf_counter() - t_start
+    examples = rows = 0
+    tok = {"inputs": 0, "targets": 0}
+    slots = {"inputs": 0, "targets": 0}
+    peak_rss = _rss_bytes()
+    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    last_print = t0
+    while examples < num_examples:
+        b = next(it)
+        enc, dec = b["encoder_input_tokens"], b["decoder_target_tokens"]
+        # Segment ids are 1..n within a row, so the max per row is the number of examples packed into it.
+        examples += int(b["encoder_segment_ids"].max(axis=1).sum())
+        rows += enc.shape[0]
+        tok["inputs"] += int((enc != 0).sum())
+        tok["targets"] += int((dec != 0).sum())
+        slots["inputs"] += enc.size
+        slots["targets"] += dec.size
+        if sample_rss:
+            peak_rss = max(peak_rss, _rss_bytes())
+        now = time.perf_counter()
+        if now - last_print > 10:
+            print(f"  [{label}] {examples}/{num_examples} examples, {now - t0:.0f}s", flush=True)
+            last_print = now
+    wall = time.perf_counter() - t0
+    cpu = _cpu_seconds() - cpu0
+    cores = cpu / wall if wall > 0 else float("nan")
+    tokens = tok["inputs"] + tok["targets"]
+    return {
+        "examples": examples, "packed_rows": rows, "examples_per_row": examples / rows,
+        "wall_s": wall, "cpu_s": cpu, "cores_busy": cores, "warmup_s": t_warm, "warmup_batches": warmup_batches,
+        "examples_per_s": examples / wall, "tokens_per_s": tokens / wall,
+        "examples_per_s_per_core": examples / cpu, "tokens_per_s_per_core": tokens / cpu,
+        "nonpad_tokens": {"inputs": tok["inputs"], "targets": tok["targets"]},
+        "packing_efficiency": {k: tok[k] / slots[k] for k in tok},
+        "peak_rss_sampled_bytes": peak_rss if sample_rss else None,
+    }
+
+
+def register(allow_missing: bool = True):
+    from flan_mix.data import flan_tasks, mixtures, registration
+    vocabulary = registration.register_all(("generated",))
+    reg = flan_tasks.register_flan2022(vocabulary=vocabulary, allow_missing_tasks=allow_missing,
+                                       submixtures=("cot",))
+    return vocabulary, reg
+
+
+def register_mixed_mixture() -> dict:
+    """flan2022_cot and gen_train_mixture at 1:1 (task rates renormalized within each)."""
+    import seqio
+    from flan_mix.data import mixtures as mix_lib
+
+    def rates(name):
+        mix = seqio.MixtureRegistry.get(name)
+        return {t.name: mix.get_rate(t) for t in mix.tasks}
+
+    flat = mix_lib.nested_rates({"cot": (1.0, rates("flan2022_cot")),
+                                 "generated": (1.0, rates(mix_lib.GENERATED_MIXTURE))})
+    mix_lib.register_mixture(MIXED_MIXTURE, flat)
+    return {"flan2022_cot": 0.5, mix_lib.GENERATED_MIXTURE: 0.5, "num_tasks": len(flat)}
+
+
+def register_peer_task(vocabulary, cot_dir: str, files: list[str]) -> str:
+    """seqio alone on the same TSVs: no templates, one tf.strings join per example."""
+    import seqio
+    if PEER_TASK in seqio.TaskRegistry.names():
+        seqio.TaskRegistry.remove(PEER_TASK)
+
+    def to_text(ds):
+        def fn(line):
+            cols = tf.strings.split(line, "\t")
+            question, answer, rationale = cols[0], cols[1], cols[2]
+            return {"inputs": tf.strings.join(["Q: ", question, "\nLet's think step by step."]),
+                    "targets": tf.strings.join([rationale, " So the answer is ", answer, "."])}
+        return ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+    features = {k: seqio.Feature(vocabulary=vocabulary, add_eos=True, dtype=tf.int32) for k in ("inputs", "targets")}
+    seqio.TaskRegistry.add(
+        PEER_TASK,
+        source=seqio.TextLineDataSource({"train": [os.path.join(cot_dir, f) for f in files]}),
+        preprocessors=[to_text, seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+        output_features=features,
+    )
+    return PEER_TASK
+
+
+def peer_dataset(name: str, batch_size: int, seed: int) -> tf.data.Dataset:
+    import seqio
+    ds = seqio.get_dataset(name, task_feature_lengths=FEATURE_LENGTHS, dataset_split="train", shuffle=True,
+                           num_epochs=None, seed=seed, use_cached=False,
+                           feature_converter=seqio.EncDecFeatureConverter(pack=True))
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+
+
+def environment(threads: int) -> dict:
+    import importlib.metadata as md
+
+    def ver(p):
+        try:
+            return md.version(p)
+        except md.PackageNotFoundError:
+            return None
+    cpu_model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"hostname": platform.node(), "platform": platform.platform(), "cpu": cpu_model,
+                    "logical_cpus": os.cpu_count(),
+                    "cpus_available_to_process": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                    else None,
+                    "note": "CPU shared with other jobs while measuring"},
+        "versions": {"python": platform.python_version(), "tensorflow": tf.__version__, "seqio": ver("seqio"),
+                     "tensorflow-text": ver("tensorflow-text"), "sentencepiece": ver("sentencepiece"),
+                     "numpy": np.__version__, "flan_mix": ver("flan_mix") or ver("flan-mix")},
+        "threads": threads if threads > 0 else "tf default (AUTOTUNE)",
+        "feature_lengths": FEATURE_LENGTHS,
+    }
+
+
+def _fmt(v, pct=False):
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f}%" if pct else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}")
+
+
+def print_table(results: dict) -> None:
+    ours, peer, rss = results.get("ours"), results.get("seqio_peer"), results.get("rss")
+    print()
+    print(f"{'figure':<36} {'ours (flan2022_cot)':>20} {'seqio peer':>12} {'ratio':>7} {'target':>10} {'met':>5}")
+    rows = [
+        ("examples/s (wall)", "examples_per_s", None, False),
+        ("tokens/s (wall)", "tokens_per_s", None, False),
+        ("cores busy (CPU s / wall s)", "cores_busy", None, False),
+        ("examples/s per core", "examples_per_s_per_core", TARGETS["examples_per_s_per_core"], False),
+        ("tokens/s per core", "tokens_per_s_per_core", None, False),
+        ("examples per packed row", "examples_per_row", None, False),
+    ]
+    for label, key, target, pct in rows:
+        o = ours.get(key) if ours else None
+        p = peer.get(key) if peer else None
+        ratio = f"{o / p:.2f}" if (o and p) else "-"
+        met = "-" if target is None or o is None else ("yes" if o >= target else "NO")
+        print(f"{label:<36} {_fmt(o, pct):>20} {_fmt(p, pct):>12} {ratio:>7} {_fmt(target):>10} {met:>5}")
+    for feat in ("inputs", "targets"):
+        o = ours["packing_efficiency"][feat] if ours else None
+        p = peer["packing_efficiency"][feat] if peer else None
+        t = TARGETS["packing_efficiency"]
+        met = "-" if o is None else ("yes" if o >= t else "NO")
+        ratio = f"{o / p:.2f}" if (o and p) else "-"
+        print(f"{'packing efficiency ' + feat:<36} {_fmt(o, True):>20} {_fmt(p, True):>12} {ratio:>7} "
+              f"{_fmt(t, True):>10} {met:>5}")
+    if rss:
+        gb = rss["peak_rss_bytes"] / 2**30
+        print(f"{'peak RSS (GB), ' + str(rss['examples']) + ' mixed ex.':<36} {gb:>20.2f} {'-':>12} {'-':>7} "
+              f"{TARGETS['peak_rss_gb']:>10.2f} {'yes' if gb < TARGETS['peak_rss_gb'] else 'NO':>5}")
+    print(f"threads: {results['environment']['threads']}; per-core = per CPU-second of this process "
+          "(user+sys, all threads).")
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--num_examples", type=int, default=20000, help="examples timed per throughput run")
+    ap.add_argument("--rss_examples", type=int, default=100000, help="examples streamed for peak RSS (0: skip)")
+    ap.add_argument("--batch_size", type=int, default=8, help="packed rows per batch")
+    ap.add_argument("--warmup_batches", type=int, default=5, help="batches read before timing starts")
+    ap.add_argument("--threads", type=int, default=1, help="pin TF/tf.data to this many threads (0: TF default)")
+    ap.add_argument("--no_peer", action="store_true", help="skip the seqio peer")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    pin_threads(args.threads)
+
+    from flan_mix.data import flan_tasks, pipeline
+
+    results: dict = {"environment": environment(args.threads), "targets": TARGETS,
+                     "args": vars(args)}
+    t = time.perf_counter()
+    vocabulary, reg = register()
+    cot_dir = reg.dirs.cot_dir
+    if cot_dir is None or "flan2022_cot" not in reg.mixtures:
+        raise SystemExit(f"No CoT data: expected the real TSVs in {flan_tasks.DEFAULT_COT_DIR} "
+                         "(question \\t answer \\t rationale); nothing to benchmark.")
+    files = sorted(f for f in os.listdir(cot_dir) if f.endswith("_train.tsv"))
+    results["registration_s"] = time.perf_counter() - t
+    results["data"] = {"cot_dir": str(cot_dir), "files": files, "dropped_tasks": sorted(reg.dropped),
+                       "vocabulary": str(vocabulary), "vocab_size": vocabulary.vocab_size,
+                       "mixture": "flan2022_cot", "seqio_tasks": len(reg.mixtures["flan2022_cot"])}
+    print(f"registered flan2022_cot: {len(reg.mixtures['flan2022_cot'])} seqio tasks from {len(files)} TSVs "
+          f"(dropped: {', '.join(sorted(reg.dropped)) or 'none'}); vocab size {vocabulary.vocab_size}")
+
+    print(f"ours: {args.num_examples} examples of flan2022_cot ...", flush=True)
+    ds = pipeline.get_dataset("flan2022_cot", task_feature_lengths=FEATURE_LENGTHS,
+                              global_batch_size=args.batch_size, seed=args.seed)
+    results["ours"] = measure(_with_thread_options(ds, args.threads), args.num_examples, args.warmup_batches,
+                              "ours")
+
+    if not args.no_peer:
+        print(f"seqio peer: {args.num_examples} examples, same TSVs, no templates ...", flush=True)
+        name = register_peer_task(vocabulary, cot_dir, files)
+        ds = peer_dataset(name, args.batch_size, args.seed)
+        results["seqio_peer"] = measure(_with_thread_options(ds, args.threads), args.num_examples,
+                                        args.warmup_batches, "seqio")
+
+    if args.rss_examples > 0:
+        mix = register_mixed_mixture()
+        print(f"rss: streaming {args.rss_examples} examples of {MIXED_MIXTURE} (flan2022_cot + gen_train_mixture "
+              "1:1) ...", flush=True)
+        ds = pipeline.get_dataset(MIXED_MIXTURE, task_feature_lengths=FEATURE_LENGTHS,
+                                  global_batch_size=args.batch_size, seed=args.seed)
+        r = measure(_with_thread_options(ds, args.threads), args.rss_examples, 0, "rss", sample_rss=True)
+        results["rss"] = {"mixture": MIXED_MIXTURE, "components": mix, "examples": r["examples"],
+                          "peak_rss_bytes": _peak_rss_bytes(), "peak_rss_sampled_bytes": r["peak_rss_sampled_bytes"],
+                          "note": "peak_rss_bytes is ru_maxrss of the whole process (registration, vocabulary, the "
+                                  "two throughput runs and this stream); peak_rss_sampled_bytes is the largest RSS "
+                                  "seen between batches of this stream",
+                          "examples_per_s": r["examples_per_s"], "packing_efficiency": r["packing_efficiency"]}
+
+    results["verdict"] = {
+        "examples_per_s_per_core": {"measured": results["ours"]["examples_per_s_per_core"],
+                                    "target": TARGETS["examples_per_s_per_core"]},
+        "packing_efficiency_inputs": {"measured": results["ours"]["packing_efficiency"]["inputs"],
+                                      "target": TARGETS["packing_efficiency"]},
+        "packing_efficiency_targets": {"measured": results["ours"]["packing_efficiency"]["targets"],
+                                       "target": TARGETS["packing_efficiency"]},
+    }
+    if "rss" in results:
+        results["verdict"]["peak_rss_gb"] = {"measured": results["rss"]["peak_rss_bytes"] / 2**30,
+                                             "target": TARGETS["peak_rss_gb"]}
+    for v in results["verdict"].values():
+        v["met"] = v["measured"] < v["target"] if v is results["verdict"].get("peak_rss_gb") \
+            else v["measured"] >= v["target"]
+    print_table(results)
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2, default=str)
+            f.write("\n")
+        print(f"wrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
