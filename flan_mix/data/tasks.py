@@ -43,81 +43,81 @@ SHUFFLE_BUFFER_SIZE = 64
 
 
 def variant_task_name(task: str, variant: str) -> str:
-  return f"{PREFIX}{task}_{variant}"
+    return f"{PREFIX}{task}_{variant}"
 
 
 def eval_task_name(task: str) -> str:
-  return f"{PREFIX}{task}_eval"
+    return f"{PREFIX}{task}_eval"
 
 
 def cot_eval_task_name(task: str) -> str:
-  return f"{PREFIX}{task}_cot_eval"
+    return f"{PREFIX}{task}_cot_eval"
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Metrics and postprocessing.
 def _normalize(text: Any) -> str:
-  if isinstance(text, bytes):
-    text = text.decode("utf-8")
-  return " ".join(str(text).split())
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
+    return " ".join(str(text).split())
 
 
 def exact_match(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
-  """Percentage of predictions equal to their target (whitespace-normalized). seqio metric_fn."""
-  if len(targets) != len(predictions):
-    raise ValueError(f"exact_match: {len(targets)} targets but {len(predictions)} predictions.")
-  if not targets:
-    return {"exact_match": 0.0}
-  hits = sum(_normalize(t) == _normalize(p) for t, p in zip(targets, predictions))
-  return {"exact_match": 100.0 * hits / len(targets)}
+    """Percentage of predictions equal to their target (whitespace-normalized). seqio metric_fn."""
+    if len(targets) != len(predictions):
+        raise ValueError(f"exact_match: {len(targets)} targets but {len(predictions)} predictions.")
+    if not targets:
+        return {"exact_match": 0.0}
+    hits = sum(_normalize(t) == _normalize(p) for t, p in zip(targets, predictions))
+    return {"exact_match": 100.0 * hits / len(targets)}
 
 
 def strip_postprocess(output: Any, example: Mapping | None = None, is_target: bool = False) -> str:
-  del example, is_target
-  return _normalize(output)
+    del example, is_target
+    return _normalize(output)
 
 
 def cot_answer_postprocess(output: Any, example: Mapping | None = None, is_target: bool = False) -> str:
-  """The answer of a CoT output (the text of its answer sentence); the whole output if it has none."""
-  del example, is_target
-  text = _normalize(output)
-  answer = templates.extract_cot_answer(text)
-  return text if answer is None else answer
+    """The answer of a CoT output (the text of its answer sentence); the whole output if it has none."""
+    del example, is_target
+    text = _normalize(output)
+    answer = templates.extract_cot_answer(text)
+    return text if answer is None else answer
 
 
 # ------------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class GeneratedConfig:
-  seed: int
-  num_train: int
-  num_validation: int
-  max_exemplars: int
-  max_input_tokens: int
-  vocabulary: Any = dataclasses.field(compare=False)
-  vocabulary_id: str = ""
+    seed: int
+    num_train: int
+    num_validation: int
+    max_exemplars: int
+    max_input_tokens: int
+    vocabulary: Any = dataclasses.field(compare=False)
+    vocabulary_id: str = ""
 
 
 _REGISTERED: GeneratedConfig | None = None
 
 
 class _RenderedSource(seqio.FunctionDataSource):
-  """A FunctionDataSource over pre-rendered records (already in a seeded random order; no file shuffling)."""
+    """A FunctionDataSource over pre-rendered records (already in a seeded random order; no file shuffling)."""
 
-  def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
-                  shard_info: seqio.ShardInfo | None = None, *, sequence_length=None, use_cached=False,
-                  num_epochs=1) -> tf.data.Dataset:
-    del shuffle, seed, sequence_length, use_cached, num_epochs
-    if shard_info and shard_info.num_shards > 1:  # Task.get_dataset shards examples for us (one source shard)
-      raise ValueError("_RenderedSource has one shard; seqio shards its examples instead.")
-    return self._dataset_fn(split=split, shuffle_files=False)
+    def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
+                    shard_info: seqio.ShardInfo | None = None, *, sequence_length=None, use_cached=False,
+                    num_epochs=1) -> tf.data.Dataset:
+        del shuffle, seed, sequence_length, use_cached, num_epochs
+        if shard_info and shard_info.num_shards > 1:  # Task.get_dataset shards examples for us (one source shard)
+            raise ValueError("_RenderedSource has one shard; seqio shards its examples instead.")
+        return self._dataset_fn(split=split, shuffle_files=False)
 
 
 _RECORD_KEYS = ("inputs", "targets") + METADATA_KEYS
 
 
 def _records_to_dataset(records: Sequence[dict]) -> tf.data.Dataset:
-  return tf.data.Dataset.from_tensor_slices(
-      {k: tf.constant([r[k] for r in records], dtype=tf.string, shape=(len(records),)) for k in _RECORD_KEYS})
+    return tf.data.Dataset.from_tensor_slices(
+        {k: tf.constant([r[k] for r in records], dtype=tf.string, shape=(len(records),)) for k in _RECORD_KEYS})
 
 
 # Preprocessors: seqio's own tokenize / append_eos_after_trim implementations, mapped sequentially and without
@@ -125,101 +125,101 @@ def _records_to_dataset(records: Sequence[dict]) -> tf.data.Dataset:
 # each) made building and starting the mixture's pipeline take over a minute on 2 cores; these take seconds.
 def tokenize(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature],
              copy_pretokenized: bool = True) -> tf.data.Dataset:
-  """seqio.preprocessors.tokenize (inputs/targets -> ids, *_pretokenized copies kept), mapped sequentially."""
-  fn = functools.partial(seqio.preprocessors.tokenize_impl, output_features=output_features,
-                         copy_pretokenized=copy_pretokenized, with_eos=False)
-  return dataset.map(tf.autograph.experimental.do_not_convert(fn))
+    """seqio.preprocessors.tokenize (inputs/targets -> ids, *_pretokenized copies kept), mapped sequentially."""
+    fn = functools.partial(seqio.preprocessors.tokenize_impl, output_features=output_features,
+                           copy_pretokenized=copy_pretokenized, with_eos=False)
+    return dataset.map(tf.autograph.experimental.do_not_convert(fn))
 
 
 def append_eos_after_trim(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature],
                           sequence_length: Mapping[str, int] | None = None) -> tf.data.Dataset:
-  """seqio.preprocessors.append_eos_after_trim: trims to the feature length minus one, then appends EOS."""
-  fn = functools.partial(seqio.preprocessors.append_eos_after_trim_impl, output_features=output_features,
-                         sequence_length=sequence_length)
-  return dataset.map(tf.autograph.experimental.do_not_convert(fn))
+    """seqio.preprocessors.append_eos_after_trim: trims to the feature length minus one, then appends EOS."""
+    fn = functools.partial(seqio.preprocessors.append_eos_after_trim_impl, output_features=output_features,
+                           sequence_length=sequence_length)
+    return dataset.map(tf.autograph.experimental.do_not_convert(fn))
 
 
 @functools.lru_cache(maxsize=None)
 def _variant_records(config: GeneratedConfig, task: str, variant: str, split: str) -> tuple[dict, ...]:
-  num = config.num_train if split == "train" else config.num_validation
-  # Each variant's train split has its own questions; validation is shared by all variants.
-  seed = generated.derive_seed("variant", config.seed, variant) if split == "train" else config.seed
-  vocab = config.vocabulary
+    num = config.num_train if split == "train" else config.num_validation
+    # Each variant's train split has its own questions; validation is shared by all variants.
+    seed = generated.derive_seed("variant", config.seed, variant) if split == "train" else config.seed
+    vocab = config.vocabulary
 
-  def fits(inputs: str) -> bool:
-    # A token covers at least one byte, plus possibly a leading "▁" piece: skip tokenizing short prompts.
-    if len(inputs.encode("utf-8")) + 2 <= config.max_input_tokens:
-      return True
-    return len(vocab.encode(inputs)) + 1 <= config.max_input_tokens
+    def fits(inputs: str) -> bool:
+        # A token covers at least one byte, plus possibly a leading "▁" piece: skip tokenizing short prompts.
+        if len(inputs.encode("utf-8")) + 2 <= config.max_input_tokens:
+            return True
+        return len(vocab.encode(inputs)) + 1 <= config.max_input_tokens
 
-  return tuple(generated.render_split(task, variant, split, num, seed, max_exemplars=config.max_exemplars,
-                                      fits=fits))
+    return tuple(generated.render_split(task, variant, split, num, seed, max_exemplars=config.max_exemplars,
+                                        fits=fits))
 
 
 def _fixed_eval_choices(family: str, cot: bool) -> templates.Choices:
-  """One fixed rendering: the family's first template, options as a plain '- item' list, no end line."""
-  template_id = f"{family}/zs/0"
-  choices = templates.choose(0, family=family, template_id=template_id)
-  plain = next(m for m in templates.MARKERS if m.labels is None and "\n" in m.joiner)
-  return dataclasses.replace(choices, header=templates.OPTION_HEADERS[0], marker=plain, end=("", ""),
-                             trigger=templates.COT_TRIGGERS[0], trigger_separator="\n",
-                             answer_sentence=templates.COT_ANSWER_SENTENCES[0])
+    """One fixed rendering: the family's first template, options as a plain '- item' list, no end line."""
+    template_id = f"{family}/zs/0"
+    choices = templates.choose(0, family=family, template_id=template_id)
+    plain = next(m for m in templates.MARKERS if m.labels is None and "\n" in m.joiner)
+    return dataclasses.replace(choices, header=templates.OPTION_HEADERS[0], marker=plain, end=("", ""),
+                               trigger=templates.COT_TRIGGERS[0], trigger_separator="\n",
+                               answer_sentence=templates.COT_ANSWER_SENTENCES[0])
 
 
 @functools.lru_cache(maxsize=None)
 def _eval_records(config: GeneratedConfig, task: str, cot: bool) -> tuple[dict, ...]:
-  gtask = generated.get_generated_task(task)
-  family = "cot" if cot else gtask.family
-  template_type = "zs_opt" if (gtask.is_mc and not cot) else "zs_noopt"
-  choices = _fixed_eval_choices(family, cot)
-  out = []
-  for ex in generated.generate_split(task, "validation", config.num_validation, config.seed):
-    r = templates.render(ex, choices, template_type=template_type, cot=cot)
-    out.append({"inputs": r["inputs"], "targets": r["targets"], "task_name": task,
-                "template_id": r["template_id"], "template_type": "zs_cot" if cot else template_type,
-                "answer": ex["answer"]})
-  return tuple(out)
+    gtask = generated.get_generated_task(task)
+    family = "cot" if cot else gtask.family
+    template_type = "zs_opt" if (gtask.is_mc and not cot) else "zs_noopt"
+    choices = _fixed_eval_choices(family, cot)
+    out = []
+    for ex in generated.generate_split(task, "validation", config.num_validation, config.seed):
+        r = templates.render(ex, choices, template_type=template_type, cot=cot)
+        out.append({"inputs": r["inputs"], "targets": r["targets"], "task_name": task,
+                    "template_id": r["template_id"], "template_type": "zs_cot" if cot else template_type,
+                    "answer": ex["answer"]})
+    return tuple(out)
 
 
 def _make_task(name: str, records_fn, splits: Sequence[str], num_examples: Mapping[str, int],
                config: GeneratedConfig, *, cot: bool) -> seqio.Task:
-  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
-    del shuffle_files, seed  # the data is fixed by the registration seed; seqio shuffles with its own seed
-    if split not in splits:
-      raise ValueError(f"Task '{name}' has no split '{split}'; its splits are {list(splits)}.")
-    return _records_to_dataset(records_fn(split))
+    def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
+        del shuffle_files, seed  # the data is fixed by the registration seed; seqio shuffles with its own seed
+        if split not in splits:
+            raise ValueError(f"Task '{name}' has no split '{split}'; its splits are {list(splits)}.")
+        return _records_to_dataset(records_fn(split))
 
-  features = {k: seqio.Feature(vocabulary=config.vocabulary, add_eos=True, dtype=tf.int32)
-              for k in ("inputs", "targets")}
-  return seqio.Task(
-      name,
-      source=_RenderedSource(dataset_fn, splits=splits, num_input_examples=dict(num_examples)),
-      output_features=features,
-      preprocessors=[tokenize, append_eos_after_trim],
-      postprocess_fn=cot_answer_postprocess if cot else strip_postprocess,
-      metric_fns=[exact_match],
-      shuffle_buffer_size=SHUFFLE_BUFFER_SIZE,
-  )
+    features = {k: seqio.Feature(vocabulary=config.vocabulary, add_eos=True, dtype=tf.int32)
+                for k in ("inputs", "targets")}
+    return seqio.Task(
+        name,
+        source=_RenderedSource(dataset_fn, splits=splits, num_input_examples=dict(num_examples)),
+        output_features=features,
+        preprocessors=[tokenize, append_eos_after_trim],
+        postprocess_fn=cot_answer_postprocess if cot else strip_postprocess,
+        metric_fns=[exact_match],
+        shuffle_buffer_size=SHUFFLE_BUFFER_SIZE,
+    )
 
 
 def _all_task_names() -> list[str]:
-  names = []
-  for task in generated.GENERATED_TASKS:
-    names += [variant_task_name(task, v) for v in generated.task_variants(task)]
-    names.append(eval_task_name(task))
-    if generated.GENERATED_TASKS[task].has_cot:
-      names.append(cot_eval_task_name(task))
-  return names
+    names = []
+    for task in generated.GENERATED_TASKS:
+        names += [variant_task_name(task, v) for v in generated.task_variants(task)]
+        names.append(eval_task_name(task))
+        if generated.GENERATED_TASKS[task].has_cot:
+            names.append(cot_eval_task_name(task))
+    return names
 
 
 def _unregister_all() -> None:
-  ours = set(_all_task_names())
-  for mix in list(seqio.MixtureRegistry.names()):
-    if {t.name for t in seqio.MixtureRegistry.get(mix).tasks} & ours:
-      seqio.MixtureRegistry.remove(mix)
-  for name in ours:
-    if name in seqio.TaskRegistry.names():
-      seqio.TaskRegistry.remove(name)
+    ours = set(_all_task_names())
+    for mix in list(seqio.MixtureRegistry.names()):
+        if {t.name for t in seqio.MixtureRegistry.get(mix).tasks} & ours:
+            seqio.MixtureRegistry.remove(mix)
+    for name in ours:
+        if name in seqio.TaskRegistry.names():
+            seqio.TaskRegistry.remove(name)
 
 
 @gin.configurable
@@ -227,64 +227,64 @@ def register_generated_tasks(vocabulary: seqio.Vocabulary | None = None, seed: i
                              num_train: int = DEFAULT_NUM_TRAIN, num_validation: int = DEFAULT_NUM_VALIDATION,
                              max_exemplars: int = generated.DEFAULT_MAX_EXEMPLARS,
                              max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS) -> list[str]:
-  """Registers every generated task (variants, eval and CoT-eval tasks) in seqio.TaskRegistry. Idempotent.
+    """Registers every generated task (variants, eval and CoT-eval tasks) in seqio.TaskRegistry. Idempotent.
 
-  Calling again with the same arguments does nothing; with different ones, the generated tasks (and the
-  mixtures that use them) are replaced. Data is rendered lazily, the first time a dataset is requested.
+    Calling again with the same arguments does nothing; with different ones, the generated tasks (and the
+    mixtures that use them) are replaced. Data is rendered lazily, the first time a dataset is requested.
 
-  Returns the registered task names.
-  """
-  global _REGISTERED
-  if vocabulary is None:
-    vocabulary = vocab_lib.get_vocabulary()
-  for arg, value in (("num_train", num_train), ("num_validation", num_validation),
-                     ("max_exemplars", max_exemplars), ("max_input_tokens", max_input_tokens)):
-    if int(value) < 1:
-      raise ValueError(f"register_generated_tasks: {arg} must be >= 1, got {value}.")
-  config = GeneratedConfig(seed=int(seed), num_train=int(num_train), num_validation=int(num_validation),
-                           max_exemplars=int(max_exemplars), max_input_tokens=int(max_input_tokens),
-                           vocabulary=vocabulary, vocabulary_id=str(vocabulary))
-  names = _all_task_names()
-  if _REGISTERED == config and all(n in seqio.TaskRegistry.names() for n in names):
+    Returns the registered task names.
+    """
+    global _REGISTERED
+    if vocabulary is None:
+        vocabulary = vocab_lib.get_vocabulary()
+    for arg, value in (("num_train", num_train), ("num_validation", num_validation),
+                       ("max_exemplars", max_exemplars), ("max_input_tokens", max_input_tokens)):
+        if int(value) < 1:
+            raise ValueError(f"register_generated_tasks: {arg} must be >= 1, got {value}.")
+    config = GeneratedConfig(seed=int(seed), num_train=int(num_train), num_validation=int(num_validation),
+                             max_exemplars=int(max_exemplars), max_input_tokens=int(max_input_tokens),
+                             vocabulary=vocabulary, vocabulary_id=str(vocabulary))
+    names = _all_task_names()
+    if _REGISTERED == config and all(n in seqio.TaskRegistry.names() for n in names):
+        return names
+    _unregister_all()
+    counts = {"train": config.num_train, "validation": config.num_validation}
+    for task, gtask in generated.GENERATED_TASKS.items():
+        for variant in generated.task_variants(task):
+            seqio.TaskRegistry.add_provider(
+                variant_task_name(task, variant),
+                _make_task(variant_task_name(task, variant),
+                           functools.partial(_variant_records, config, task, variant), ("train", "validation"),
+                           counts, config, cot=variant in generated.COT_VARIANTS))
+        seqio.TaskRegistry.add_provider(
+            eval_task_name(task),
+            _make_task(eval_task_name(task), lambda split, t=task: _eval_records(config, t, False), ("validation",),
+                       {"validation": config.num_validation}, config, cot=False))
+        if gtask.has_cot:
+            seqio.TaskRegistry.add_provider(
+                cot_eval_task_name(task),
+                _make_task(cot_eval_task_name(task), lambda split, t=task: _eval_records(config, t, True),
+                           ("validation",), {"validation": config.num_validation}, config, cot=True))
+    _REGISTERED = config
+    logger.info("Registered %d generated seqio tasks (seed %d, %d train / %d validation per task).", len(names),
+                config.seed, config.num_train, config.num_validation)
     return names
-  _unregister_all()
-  counts = {"train": config.num_train, "validation": config.num_validation}
-  for task, gtask in generated.GENERATED_TASKS.items():
-    for variant in generated.task_variants(task):
-      seqio.TaskRegistry.add_provider(
-          variant_task_name(task, variant),
-          _make_task(variant_task_name(task, variant),
-                     functools.partial(_variant_records, config, task, variant), ("train", "validation"),
-                     counts, config, cot=variant in generated.COT_VARIANTS))
-    seqio.TaskRegistry.add_provider(
-        eval_task_name(task),
-        _make_task(eval_task_name(task), lambda split, t=task: _eval_records(config, t, False), ("validation",),
-                   {"validation": config.num_validation}, config, cot=False))
-    if gtask.has_cot:
-      seqio.TaskRegistry.add_provider(
-          cot_eval_task_name(task),
-          _make_task(cot_eval_task_name(task), lambda split, t=task: _eval_records(config, t, True),
-                     ("validation",), {"validation": config.num_validation}, config, cot=True))
-  _REGISTERED = config
-  logger.info("Registered %d generated seqio tasks (seed %d, %d train / %d validation per task).", len(names),
-              config.seed, config.num_train, config.num_validation)
-  return names
 
 
 def registered_config() -> GeneratedConfig | None:
-  """The configuration of the current registration, or None before register_generated_tasks()."""
-  return _REGISTERED
+    """The configuration of the current registration, or None before register_generated_tasks()."""
+    return _REGISTERED
 
 
 def task_info(seqio_task_name: str) -> dict:
-  """For a generated seqio task name: the generated task, its variant, ability, family and held-out flag."""
-  for task, gtask in generated.GENERATED_TASKS.items():
-    for variant in generated.task_variants(task) + ("eval", "cot_eval"):
-      if seqio_task_name == f"{PREFIX}{task}_{variant}":
-        return {"task": task, "variant": variant, "ability": gtask.ability, "family": gtask.family,
-                "held_out": gtask.held_out, "has_cot": gtask.has_cot, "is_mc": gtask.is_mc}
-  raise KeyError(f"'{seqio_task_name}' is not a generated task name (gen_<task>_<variant>); "
-                 "list them with `python run.py inspect`.")
+    """For a generated seqio task name: the generated task, its variant, ability, family and held-out flag."""
+    for task, gtask in generated.GENERATED_TASKS.items():
+        for variant in generated.task_variants(task) + ("eval", "cot_eval"):
+            if seqio_task_name == f"{PREFIX}{task}_{variant}":
+                return {"task": task, "variant": variant, "ability": gtask.ability, "family": gtask.family,
+                        "held_out": gtask.held_out, "has_cot": gtask.has_cot, "is_mc": gtask.is_mc}
+    raise KeyError(f"'{seqio_task_name}' is not a generated task name (gen_<task>_<variant>); "
+                   "list them with `python run.py inspect`.")
 
 
 # Static name lists.

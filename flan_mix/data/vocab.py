@@ -39,113 +39,113 @@ CORPUS_EXAMPLES_PER_VARIANT = 100
 
 
 def cache_root() -> str:
-  return os.environ.get("FLAN_MIX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "flan_mix")
+    return os.environ.get("FLAN_MIX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "flan_mix")
 
 
 def generated_corpus(seed: int = 0, examples_per_variant: int = CORPUS_EXAMPLES_PER_VARIANT) -> list[str]:
-  """Rendered train text (inputs and targets) of every generated task in every variant."""
-  lines = []
-  for name in generated.GENERATED_TASKS:
-    for variant in generated.task_variants(name):
-      for rec in generated.render_split(name, variant, "train", examples_per_variant, seed):
-        lines.append(rec["inputs"])
-        lines.append(rec["targets"])
-  return lines
+    """Rendered train text (inputs and targets) of every generated task in every variant."""
+    lines = []
+    for name in generated.GENERATED_TASKS:
+        for variant in generated.task_variants(name):
+            for rec in generated.render_split(name, variant, "train", examples_per_variant, seed):
+                lines.append(rec["inputs"])
+                lines.append(rec["targets"])
+    return lines
 
 
 def _trainer_options(vocab_size: int) -> dict:
-  return dict(
-      model_type="bpe",
-      vocab_size=vocab_size,
-      pad_id=0, eos_id=1, unk_id=2, bos_id=-1,  # T5 ids
-      byte_fallback=True,
-      split_digits=True,
-      normalization_rule_name="nfkc",  # identity on ASCII; keeps newlines
-      remove_extra_whitespaces=False,
-      allow_whitespace_only_pieces=True,
-      character_coverage=1.0,
-      max_sentence_length=1 << 16,
-      num_threads=2,
-      input_sentence_size=0,
-      shuffle_input_sentence=False,
-      minloglevel=2,
-  )
+    return dict(
+        model_type="bpe",
+        vocab_size=vocab_size,
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1,  # T5 ids
+        byte_fallback=True,
+        split_digits=True,
+        normalization_rule_name="nfkc",  # identity on ASCII; keeps newlines
+        remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True,
+        character_coverage=1.0,
+        max_sentence_length=1 << 16,
+        num_threads=2,
+        input_sentence_size=0,
+        shuffle_input_sentence=False,
+        minloglevel=2,
+    )
 
 
 def train_sentencepiece(lines: list[str], vocab_size: int = DEFAULT_VOCAB_SIZE) -> bytes:
-  """Trains a SentencePiece model on `lines` and returns its serialized proto."""
-  import sentencepiece as spm
+    """Trains a SentencePiece model on `lines` and returns its serialized proto."""
+    import sentencepiece as spm
 
-  buf = io.BytesIO()
-  spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, **_trainer_options(vocab_size))
-  return buf.getvalue()
+    buf = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(lines), model_writer=buf, **_trainer_options(vocab_size))
+    return buf.getvalue()
 
 
 def _corpus_key(lines: list[str], vocab_size: int) -> str:
-  h = hashlib.sha256()
-  h.update(json.dumps(_trainer_options(vocab_size), sort_keys=True).encode())
-  for line in lines:
-    h.update(line.encode("utf-8"))
-    h.update(b"\x00")
-  return h.hexdigest()[:16]
+    h = hashlib.sha256()
+    h.update(json.dumps(_trainer_options(vocab_size), sort_keys=True).encode())
+    for line in lines:
+        h.update(line.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
 
 
 def generated_sentencepiece_model(vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0,
                                   cache_dir: str | None = None) -> str:
-  """Path of the SentencePiece model trained on the generated corpus; trains and caches it on first use."""
-  lines = generated_corpus(seed)
-  key = _corpus_key(lines, vocab_size)
-  directory = os.path.join(cache_dir or cache_root(), "vocab")
-  os.makedirs(directory, exist_ok=True)
-  path = os.path.join(directory, f"generated_spm_{vocab_size}_{key}.model")
-  if os.path.exists(path):
-    return path
-  with open(path + ".lock", "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be training the same model
-    try:
-      if os.path.exists(path):
+    """Path of the SentencePiece model trained on the generated corpus; trains and caches it on first use."""
+    lines = generated_corpus(seed)
+    key = _corpus_key(lines, vocab_size)
+    directory = os.path.join(cache_dir or cache_root(), "vocab")
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"generated_spm_{vocab_size}_{key}.model")
+    if os.path.exists(path):
         return path
-      start = time.time()
-      proto = train_sentencepiece(lines, vocab_size)
-      fd, tmp = tempfile.mkstemp(dir=directory, prefix=".spm_", suffix=".tmp")
-      with os.fdopen(fd, "wb") as f:
-        f.write(proto)
-      os.replace(tmp, path)  # atomic publish
-      logger.info("Trained the generated-corpus SentencePiece model (%d lines, vocab %d) in %.1fs: %s",
-                  len(lines), vocab_size, time.time() - start, path)
-    finally:
-      fcntl.flock(lock, fcntl.LOCK_UN)
-  return path
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be training the same model
+        try:
+            if os.path.exists(path):
+                return path
+            start = time.time()
+            proto = train_sentencepiece(lines, vocab_size)
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".spm_", suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                f.write(proto)
+            os.replace(tmp, path)  # atomic publish
+            logger.info("Trained the generated-corpus SentencePiece model (%d lines, vocab %d) in %.1fs: %s",
+                        len(lines), vocab_size, time.time() - start, path)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return path
 
 
 @gin.configurable
 def get_vocabulary(sentencepiece_model_path: str | None = None, *, extra_ids: int = DEFAULT_EXTRA_IDS,
                    vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0,
                    cache_dir: str | None = None) -> seqio.SentencePieceVocabulary:
-  """The seqio vocabulary: `sentencepiece_model_path` if given, else the cached generated-corpus model.
+    """The seqio vocabulary: `sentencepiece_model_path` if given, else the cached generated-corpus model.
 
-  Args:
-    sentencepiece_model_path: a SentencePiece .model file (local or any tf.io.gfile path). None trains (once)
-      a model on the generated corpus.
-    extra_ids: sentinel ids appended after the pieces (T5 uses 100).
-    vocab_size, seed: the trained model's size and the corpus seed (ignored with a path).
-    cache_dir: where the trained model is cached (default $FLAN_MIX_CACHE or ~/.cache/flan_mix).
-  """
-  if sentencepiece_model_path:
-    import tensorflow as tf
+    Args:
+      sentencepiece_model_path: a SentencePiece .model file (local or any tf.io.gfile path). None trains (once)
+        a model on the generated corpus.
+      extra_ids: sentinel ids appended after the pieces (T5 uses 100).
+      vocab_size, seed: the trained model's size and the corpus seed (ignored with a path).
+      cache_dir: where the trained model is cached (default $FLAN_MIX_CACHE or ~/.cache/flan_mix).
+    """
+    if sentencepiece_model_path:
+        import tensorflow as tf
 
-    if not tf.io.gfile.exists(sentencepiece_model_path):
-      raise FileNotFoundError(
-          f"SentencePiece model file not found: '{sentencepiece_model_path}' "
-          "(get_vocabulary.sentencepiece_model_path). Point the gin binding at an existing .model file, or "
-          "leave it unset (None) to train a vocabulary on the generated corpus.")
-    path = sentencepiece_model_path
-  else:
-    path = generated_sentencepiece_model(vocab_size=vocab_size, seed=seed, cache_dir=cache_dir)
-  vocab = seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
-  try:
-    vocab.tokenizer  # load now, so a corrupt file fails here with its name
-  except Exception as e:  # noqa: BLE001 - re-raised with the file name
-    raise ValueError(f"Could not load SentencePiece model '{path}': {e}. Is it a SentencePiece .model file?") \
-        from e
-  return vocab
+        if not tf.io.gfile.exists(sentencepiece_model_path):
+            raise FileNotFoundError(
+                f"SentencePiece model file not found: '{sentencepiece_model_path}' "
+                "(get_vocabulary.sentencepiece_model_path). Point the gin binding at an existing .model file, or "
+                "leave it unset (None) to train a vocabulary on the generated corpus.")
+        path = sentencepiece_model_path
+    else:
+        path = generated_sentencepiece_model(vocab_size=vocab_size, seed=seed, cache_dir=cache_dir)
+    vocab = seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
+    try:
+        vocab.tokenizer  # load now, so a corrupt file fails here with its name
+    except Exception as e:  # noqa: BLE001 - re-raised with the file name
+        raise ValueError(f"Could not load SentencePiece model '{path}': {e}. Is it a SentencePiece .model file?") \
+            from e
+    return vocab
