@@ -122,6 +122,22 @@ def _check_split(task: str, split: str, splits: Sequence[str]) -> None:
         raise ValueError(f"Task {task!r}: unknown split {split!r}; this source has {', '.join(splits)}")
 
 
+def _require_local_file(task_name: str, directory: Optional[Path], dir_label: str, param: str,
+                        locate: Callable[[], tuple[Path, str]], how_to_get: str) -> None:
+    """The check shared by the file-backed sources: the directory was given, exists and holds the file.
+
+    `locate` is called only once the directory exists (finding the file may search inside it) and
+    returns the file's path and the message to give if it is missing.
+    """
+    if directory is None:
+        raise MissingDataError(task_name, f"no {dir_label} was given ({param} is None)", how_to_get)
+    if not directory.is_dir():
+        raise MissingDataError(task_name, f"{dir_label} {directory} does not exist", how_to_get)
+    path, missing = locate()
+    if not path.is_file():
+        raise MissingDataError(task_name, missing, how_to_get)
+
+
 class _IndexedDataSource(seqio.DataSource, abc.ABC):
     """A source whose examples can be addressed by position 0..n-1 (CoT TSV, NIv2 file, HF dataset)."""
 
@@ -306,12 +322,8 @@ class CotTsvDataSource(_IndexedDataSource):
         )
 
     def _check_available(self) -> None:
-        if self.cot_dir is None:
-            raise MissingDataError(self.task_name, "no CoT data directory was given (cot_dir is None)", self._how_to_get())
-        if not self.cot_dir.is_dir():
-            raise MissingDataError(self.task_name, f"CoT data directory {self.cot_dir} does not exist", self._how_to_get())
-        if not self.path.is_file():
-            raise MissingDataError(self.task_name, f"{self.file_name} is not in {self.cot_dir}", self._how_to_get())
+        _require_local_file(self.task_name, self.cot_dir, "CoT data directory", "cot_dir",
+                            lambda: (self.path, f"{self.file_name} is not in {self.cot_dir}"), self._how_to_get())
 
     def _prepare(self) -> int:
         if self._rows is None:
@@ -596,12 +608,8 @@ class NIv2DataSource(_IndexedDataSource):
         )
 
     def _check_available(self) -> None:
-        if self.niv2_dir is None:
-            raise MissingDataError(self.task_name, "no natural-instructions directory was given (niv2_dir is None)", self._how_to_get())
-        if not self.niv2_dir.is_dir():
-            raise MissingDataError(self.task_name, f"natural-instructions directory {self.niv2_dir} does not exist", self._how_to_get())
-        if not self.path.is_file():
-            raise MissingDataError(self.task_name, f"task file {self.path} does not exist", self._how_to_get())
+        _require_local_file(self.task_name, self.niv2_dir, "natural-instructions directory", "niv2_dir",
+                            lambda: (self.path, f"task file {self.path} does not exist"), self._how_to_get())
 
     def validate(self) -> int:
         """Reads and validates the task file now; returns the number of instances used."""

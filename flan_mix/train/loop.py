@@ -9,6 +9,7 @@ rest of flan_mix.train stays importable on machines without TensorFlow (the GPU 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -38,18 +39,13 @@ def build_model(config: T5Config = gin.REQUIRED, vocabulary=None, attention_impl
     if config.vocab_size is None:
         if vocabulary is None:
             raise ValueError("T5Config.vocab_size is unset and no vocabulary was given.")
-        config = _replace(config, vocab_size=padded_vocab_size(vocabulary.vocab_size))
+        config = dataclasses.replace(config, vocab_size=padded_vocab_size(vocabulary.vocab_size))
     elif vocabulary is not None and config.vocab_size < vocabulary.vocab_size:
         raise ValueError(f"T5Config.vocab_size={config.vocab_size} is smaller than the vocabulary "
                          f"({vocabulary.vocab_size} ids); fix the model gin file or the vocabulary.")
     if attention_impl is not None:
-        config = _replace(config, attention_impl=attention_impl)
+        config = dataclasses.replace(config, attention_impl=attention_impl)
     return Transformer(config)
-
-
-def _replace(config, **changes):
-    import dataclasses
-    return dataclasses.replace(config, **changes)
 
 
 class MetricsWriter:
