@@ -11,7 +11,7 @@ import pytest
 import seqio
 
 from flan_mix.data import catalog as catalog_lib
-from flan_mix.data import flan_tasks, flan_templates, templates
+from flan_mix.data import flan_adapters, flan_tasks, flan_templates, templates
 from flan_mix.data import vocab as vocab_lib
 
 COT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flan" / "cot"
@@ -57,11 +57,11 @@ def test_full_registration_rates_sum_to_one(vocabulary):
 
 
 SAMPLES = {
-    "flan_nli": {"premise": "A dog runs.", "hypothesis": "An animal moves.", "options": flan_tasks._NLI3,
+    "flan_nli": {"premise": "A dog runs.", "hypothesis": "An animal moves.", "options": flan_adapters._NLI3,
                  "answer": "yes"},
     "flan_paraphrase": {"sentence1": "a", "sentence2": "b", "options": ["no", "yes"], "answer": "no"},
     "flan_sentiment": {"text": "Great film.", "options": ["negative", "positive"], "answer": "positive"},
-    "flan_topic": {"text": "Stocks fell.", "options": flan_tasks._AG, "answer": "Business"},
+    "flan_topic": {"text": "Stocks fell.", "options": flan_adapters._AG, "answer": "Business"},
     "flan_classify": {"text": "Him went.", "question": "Grammatical?", "options": ["no", "yes"], "answer": "no"},
     "flan_summarize": {"text": "Long text here.", "summary": "Short."},
     "flan_translate": {"source": "Hello", "target": "Hallo", "src_lang": "English", "tgt_lang": "German"},
@@ -106,7 +106,7 @@ def _adapter_samples():
 def test_adapters_map_labels():
     cat = catalog_lib.load_catalog()
     import random
-    out = {n: flan_tasks.adapter_for(cat.get(n))(raw, random.Random(0)) for n, raw in _adapter_samples().items()}
+    out = {n: flan_adapters.adapter_for(cat.get(n))(raw, random.Random(0)) for n, raw in _adapter_samples().items()}
     assert out["anli_r1"]["answer"] == "yes"
     assert out["snli"] is None
     assert out["ag_news_subset"]["answer"] == "Business"

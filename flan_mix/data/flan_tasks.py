@@ -30,7 +30,6 @@ import collections
 import dataclasses
 import functools
 import logging
-import os
 import random
 import zlib
 from pathlib import Path
@@ -42,6 +41,7 @@ import seqio
 import tensorflow as tf
 
 from flan_mix.data import catalog as catalog_lib
+from flan_mix.data import flan_adapters
 from flan_mix.data import flan_templates
 from flan_mix.data import mixtures as mix_lib
 from flan_mix.data import sources
@@ -90,291 +90,6 @@ def submixture_name(submixture: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Adapters: raw loader fields (strings / lists of strings) -> the template family schema.
-# An adapter returns None for a raw example that has no usable label (e.g. snli's -1); these are counted and
-# logged per task at the end of the stream.
-
-def _s(v: Any) -> str:
-    if isinstance(v, (bytes, np.bytes_)):
-        return v.decode("utf-8")
-    if isinstance(v, np.ndarray) and v.ndim == 0:
-        return _s(v.item())
-    return str(v)
-
-
-def _l(v: Any) -> list[str]:
-    if isinstance(v, (list, tuple, np.ndarray)):
-        return [_s(x) for x in v]
-    return [_s(v)]
-
-
-def _label(raw: Mapping[str, Any], field: str = "label") -> int:
-    return int(float(_s(raw[field])))
-
-
-def _pick(options: Sequence[str], idx: int) -> Optional[str]:
-    return options[idx] if 0 <= idx < len(options) else None
-
-
-_NLI3 = ["yes", "it is not possible to tell", "no"]
-_YN = ["no", "yes"]
-
-
-def _nli(premise_key: str, order: Sequence[int], n: int = 3):
-    opts = _NLI3 if n == 3 else ["yes", "no"]
-
-    def fn(raw):
-        lab = _label(raw)
-        if lab < 0 or lab >= len(order):
-            return None
-        return {"premise": _s(raw[premise_key]), "hypothesis": _s(raw.get("hypothesis", raw.get("sentence2", ""))),
-                "options": opts, "answer": opts[order[lab]]}
-    return fn
-
-
-def _wnli(raw):
-    lab = _label(raw)  # glue/wnli: 1 = entailment
-    return {"premise": _s(raw["sentence1"]), "hypothesis": _s(raw["sentence2"]), "options": ["yes", "no"],
-            "answer": "yes" if lab == 1 else "no"}
-
-
-def _para(a: str, b: str):
-    def fn(raw):
-        lab = _label(raw)
-        if lab not in (0, 1):
-            return None
-        return {"sentence1": _s(raw[a]), "sentence2": _s(raw[b]), "options": _YN, "answer": _YN[lab]}
-    return fn
-
-
-def _senti(text: str, label: str = "label", mapping: Optional[Mapping[int, str]] = None):
-    mapping = mapping or {0: "negative", 1: "positive"}
-    opts = list(dict.fromkeys(mapping.values()))
-
-    def fn(raw):
-        ans = mapping.get(_label(raw, label))
-        if ans is None:
-            return None
-        return {"text": _s(raw[text]), "options": opts, "answer": ans}
-    return fn
-
-
-_AG = ["World", "Sports", "Business", "Science/Tech"]
-_TREC = ["description", "entity", "abbreviation", "human", "number", "location"]
-
-
-def _ag(raw):
-    ans = _pick(_AG, _label(raw))
-    return None if ans is None else {"text": f"{_s(raw['title'])}\n{_s(raw['description'])}", "options": _AG,
-                                     "answer": ans}
-
-
-def _trec(raw):
-    ans = _pick(_TREC, _label(raw))
-    return None if ans is None else {"text": _s(raw["text"]), "options": _TREC, "answer": ans}
-
-
-def _classify(text_fn: Callable, question: str | Callable, options: Sequence[str], answer_fn: Callable):
-    def fn(raw):
-        ans = answer_fn(raw)
-        if ans is None:
-            return None
-        q = question(raw) if callable(question) else question
-        return {"text": text_fn(raw), "question": q, "options": list(options), "answer": ans}
-    return fn
-
-
-def _summ(text: str, summary: str, joiner: str = "\n"):
-    def fn(raw):
-        t = raw[text]
-        return {"text": joiner.join(_l(t)) if not isinstance(t, (str, bytes)) else _s(t),
-                "summary": " ".join(_l(raw[summary])) if not isinstance(raw[summary], (str, bytes))
-                else _s(raw[summary])}
-    return fn
-
-
-_LANG = {"en": "English", "fr": "French", "de": "German", "cs": "Czech", "fi": "Finnish", "ro": "Romanian",
-         "ru": "Russian", "tr": "Turkish", "es": "Spanish"}
-
-
-def _translate(raw, rng: random.Random):
-    other = next(k for k in raw if k != "en")
-    src, tgt = ("en", other) if rng.random() < 0.5 else (other, "en")
-    return {"source": _s(raw[src]), "target": _s(raw[tgt]), "src_lang": _LANG.get(src, src),
-            "tgt_lang": _LANG.get(tgt, tgt)}
-
-
-def _rqa(context: str, question: str, answer_fn: Callable, options_fn: Optional[Callable] = None):
-    def fn(raw):
-        ans = answer_fn(raw)
-        if ans is None or ans == "":
-            return None
-        out = {"context": _s(raw[context]), "question": _s(raw[question]), "answer": ans}
-        if options_fn is not None:
-            opts = options_fn(raw)
-            if ans in opts:
-                out["options"] = opts
-        return out
-    return fn
-
-
-def _first(field: str, empty: Optional[str] = None):
-    def fn(raw):
-        vals = _l(raw[field])
-        return vals[0] if vals and vals[0] else empty
-    return fn
-
-
-def _qa(q: str, a: str):
-    def fn(raw):
-        ans = _l(raw[a])
-        return None if not ans or not ans[0] else {"question": _s(raw[q]), "answer": ans[0], "options": []}
-    return fn
-
-
-def _mc(question_fn: Callable, options_fn: Callable, answer_idx_fn: Callable):
-    def fn(raw):
-        opts = options_fn(raw)
-        ans = _pick(opts, answer_idx_fn(raw))
-        return None if ans is None else {"question": question_fn(raw), "options": opts, "answer": ans}
-    return fn
-
-
-def _d2t(data: str, prefix: str = ""):
-    def fn(raw):
-        d = raw[data]
-        text = ", ".join(_l(d)) if not isinstance(d, (str, bytes)) else _s(d)
-        return {"data": prefix + text, "text": _s(raw["target"])}
-    return fn
-
-
-def _rewrite(kind: str):
-    def fn(raw, rng):
-        text = _s(raw["en"] if "en" in raw else raw["passage"])
-        if kind == "fix_punct":
-            src = "".join(c for c in text if c not in ",.;:!?\"'")
-            return {"instruction": "Put the punctuation back into this text.", "text": src, "target": text}
-        if kind == "true_case":
-            return {"instruction": "Restore the capital letters in this text.", "text": text.lower(),
-                    "target": text}
-        if kind == "word_segment":
-            return {"instruction": "Insert the spaces between the words.", "text": text.replace(" ", ""),
-                    "target": text}
-        words = text.rsplit(" ", 1)
-        if len(words) < 2:
-            return None
-        return {"instruction": "Predict the word that ends this passage.", "text": words[0], "target": words[1]}
-    return fn
-
-
-def _qrecc(raw):
-    ctx = _l(raw["context"]) + [_s(raw["question"])]
-    return {"context": "\n".join(c for c in ctx if c), "response": _s(raw["answer"])}
-
-
-def _wiki_dialog(raw):
-    utt = [u for u in _l(raw["utterances"]) if u]
-    if len(utt) < 2:
-        return None
-    return {"context": "\n".join(utt[:-1]), "response": utt[-1]}
-
-
-def _letter_idx(key: str, labels: str):
-    def fn(raw):
-        k = _s(raw[key]).strip()
-        return labels.index(k) if k in labels else -1
-    return fn
-
-
-_ADAPTERS: dict[str, Callable] = {
-    "anli": _nli("context", [0, 1, 2]), "mnli": _nli("premise", [0, 1, 2]), "snli": _nli("premise", [0, 1, 2]),
-    "cb": _nli("premise", [0, 2, 1]), "rte": _nli("premise", [0, 1], n=2), "wnli": _wnli,
-    "glue_mrpc": _para("sentence1", "sentence2"), "glue_qqp": _para("question1", "question2"),
-    "paws_wiki": _para("sentence1", "sentence2"),
-    "imdb_reviews": _senti("text"), "sst2": _senti("sentence"), "yelp_polarity_reviews": _senti("text"),
-    "sentiment140": _senti("text", "polarity", {0: "negative", 2: "neutral", 4: "positive"}),
-    "ag_news_subset": _ag, "trec": _trec,
-    "cola": _classify(lambda r: _s(r["sentence"]), "Is this sentence grammatically acceptable?",
-                      ["unacceptable", "acceptable"], lambda r: ["unacceptable", "acceptable"][_label(r)]),
-    "qnli": _classify(lambda r: f"Question: {_s(r['question'])}\nSentence: {_s(r['sentence'])}",
-                      "Does the sentence answer the question?", _YN,
-                      lambda r: "yes" if _label(r) == 0 else "no"),
-    "stsb": _classify(lambda r: f"{_s(r['sentence1'])}\n{_s(r['sentence2'])}",
-                      "On a scale from 0 to 5, how alike in meaning are the two sentences?",
-                      [str(i) for i in range(6)], lambda r: str(int(round(float(_s(r["label"])))))),
-    "wic": _classify(lambda r: f"{_s(r['sentence1'])}\n{_s(r['sentence2'])}",
-                     lambda r: f"Is \"{_s(r['word'])}\" used with the same meaning in both sentences?", _YN,
-                     lambda r: _YN[_label(r)]),
-    "wsc": _classify(lambda r: _s(r["text"]),
-                     lambda r: f"In the text, does \"{_s(r['span2_text'])}\" refer to \"{_s(r['span1_text'])}\"?",
-                     _YN, lambda r: _YN[_label(r)]),
-    "multirc": _classify(lambda r: f"{_s(r['paragraph'])}\n\nQuestion: {_s(r['question'])}",
-                         lambda r: f"Is \"{_s(r['answer'])}\" a correct answer?", _YN, lambda r: _YN[_label(r)]),
-    "aeslc": _summ("email_body", "subject_line"), "cnn_dailymail": _summ("article", "highlights"),
-    "gigaword": _summ("document", "summary"), "multi_news": _summ("document", "summary"),
-    "newsroom": _summ("text", "summary"), "samsum": _summ("dialogue", "summary"),
-    "xsum": _summ("document", "summary"), "wiki_lingua_english_en": _summ("source", "target"),
-    "opinion_abstracts_idebate": _summ("argument_sentences", "claim", " "),
-    "opinion_abstracts_rotten_tomatoes": _summ("critics", "critic_consensus", "\n"),
-    "bool_q": _rqa("passage", "question", lambda r: "yes" if _s(r["answer"]) == "true" else "no",
-                   lambda r: _YN),
-    "coqa": lambda r: {"context": _s(r["story"]), "question": _l(r["questions"])[0],
-                       "answer": _l(r["answers"])[0]} if _l(r["questions"]) and _l(r["answers"]) else None,
-    "cosmos_qa": _rqa("context", "question", lambda r: _pick([_s(r[f"answer{i}"]) for i in range(4)], _label(r)),
-                      lambda r: [_s(r[f"answer{i}"]) for i in range(4)]),
-    "drop": _rqa("passage", "question", lambda r: _s(r["answer"])),
-    "quac": _rqa("context", "question", lambda r: _s(r["answer"])),
-    "record": _rqa("passage", "query", _first("answers"), lambda r: _l(r["entities"])),
-    "squad_v1": _rqa("context", "question", _first("answers")),
-    "squad_v2": _rqa("context", "question", _first("answers", empty="unanswerable")),
-    "common_gen": _d2t("concepts", "Concepts: "), "dart": _d2t("tripleset"),
-    "e2e_nlg": _d2t("meaning_representation"), "web_nlg_en": _d2t("input"),
-    "natural_questions": _qa("question", "answer"), "trivia_qa": _qa("question", "answer"),
-    "math_dataset": _qa("question", "answer"), "unified_qa_science_inst": _qa("input", "output"),
-    "arc": _mc(lambda r: _s(r["question"]), lambda r: _l(r["choices_text"]),
-               lambda r: _l(r["choices_label"]).index(_s(r["answerKey"]))
-               if _s(r["answerKey"]) in _l(r["choices_label"]) else -1),
-    "copa": _mc(lambda r: f"{_s(r['premise'])} What was the {_s(r['question'])}?",
-                lambda r: [_s(r["choice1"]), _s(r["choice2"])], _label),
-    "hellaswag": _mc(lambda r: f"{_s(r['context'])} ...", lambda r: _l(r["endings"]), _label),
-    "story_cloze": _mc(lambda r: f"{_s(r['context'])}\nWhich ending fits the story?",
-                       lambda r: _l(r["endings"]), _label),
-    "openbookqa": _mc(lambda r: _s(r["question"]), lambda r: [_s(r[f"choice_{c}"]) for c in "ABCD"],
-                      _letter_idx("answerKey", "ABCD")),
-    "piqa": _mc(lambda r: f"Goal: {_s(r['goal'])}\nHow do you do it?", lambda r: [_s(r["sol1"]), _s(r["sol2"])],
-                _label),
-    "winogrande": _mc(lambda r: f"{_s(r['sentence'])}\nWhat does the blank (_) stand for?",
-                      lambda r: [_s(r["option1"]), _s(r["option2"])], _label),
-    "definite_pronoun_resolution": _mc(
-        lambda r: f"{_s(r['sentence'])}\nWho or what does \"{_s(r['pronoun'])}\" refer to?",
-        lambda r: _l(r["candidates"]), _label),
-    "p3": lambda r: {"prompt": _s(r["inputs"]), "answer": " ".join(_l(r["targets"]))},
-    "cot": lambda r: {"question": _s(r["question"]), "answer": _s(r["answer"]), "rationale": _s(r["rationale"])},
-    "dialog:qrecc": _qrecc, "dialog:wiki_dialog": _wiki_dialog,
-    "translation": _translate, "fix_punct": _rewrite("fix_punct"), "true_case": _rewrite("true_case"),
-    "word_segment": _rewrite("word_segment"), "lambada": _rewrite("lambada"),
-}
-_NEEDS_RNG = {"translation", "fix_punct", "true_case", "word_segment", "lambada"}
-
-
-def adapter_for(record: catalog_lib.TaskRecord) -> Callable[[Mapping[str, Any], random.Random], Optional[dict]]:
-    """(raw example, rng) -> family example or None. NIv2 is handled by the renderer (exemplars are its own)."""
-    key = record.template_family
-    if key == "dialog":
-        key = f"dialog:{record.dataset}"
-    if key == "niv2":
-        return lambda raw, rng: {"definition": _s(raw["definition"]), "input": _s(raw["input"]),
-                                 "output": _s(raw["output"])}
-    fn = _ADAPTERS.get(key)
-    if fn is None:
-        raise ValueError(f"task {record.name!r}: no field adapter for template_family {key!r}; add one to "
-                         "flan_mix/data/flan_tasks.py _ADAPTERS")
-    if key in _NEEDS_RNG:
-        return fn
-    return lambda raw, rng: fn(raw)
-
-
-# ------------------------------------------------------------------------------------------------------------
 # Rendering stream.
 
 @dataclasses.dataclass(frozen=True)
@@ -401,7 +116,7 @@ def _content_seed(spec: RenderSpec, raw: Mapping[str, Any]) -> int:
 
 
 def _niv2_exemplars(raw: Mapping[str, Any], definition: str) -> list[dict]:
-    ins, outs = _l(raw.get("pos_inputs", [])), _l(raw.get("pos_outputs", []))
+    ins, outs = flan_adapters.as_str_list(raw.get("pos_inputs", [])), flan_adapters.as_str_list(raw.get("pos_outputs", []))
     return [{"definition": definition, "input": i, "output": o} for i, o in zip(ins, outs)]
 
 
@@ -551,7 +266,7 @@ def _make_task(record: catalog_lib.TaskRecord, template_type: str, dirs: DataDir
     src = sources.source_for_task(record, tfds_data_dir=dirs.tfds_data_dir, niv2_dir=dirs.niv2_dir,
                                   cot_dir=dirs.cot_dir, hf_cache_dir=dirs.hf_cache_dir)
     features = {k: seqio.Feature(vocabulary=vocabulary, add_eos=True, dtype=tf.int32) for k in ("inputs", "targets")}
-    render = functools.partial(_render_preprocessor, spec=spec, adapter=adapter_for(record))
+    render = functools.partial(_render_preprocessor, spec=spec, adapter=flan_adapters.adapter_for(record))
     functools.update_wrapper(render, _render_preprocessor)
     return seqio.Task(
         task_name(record.name, template_type),
