@@ -87,7 +87,7 @@ def _with_thread_options(ds: tf.data.Dataset, threads: int) -> tf.data.Dataset:
     return ds.with_options(opts)
 
 
-def measure(ds: tf.data.Dataset, num_examples: int, warmup_examples: int, label: str,
+def measure(batches, num_examples: int, warmup_examples: int, label: str,
             sample_rss: bool = False, max_seconds: float = 0.0) -> dict:
     """Streams packed batches until num_examples examples went in; times everything after the warm-up.
 
@@ -97,7 +97,7 @@ def measure(ds: tf.data.Dataset, num_examples: int, warmup_examples: int, label:
 
     max_seconds > 0 stops earlier, after that much wall time; the result then says stopped_early=True.
     """
-    it = ds.as_numpy_iterator()
+    it = iter(batches)
     t_start = time.perf_counter()
     warm = 0
     while warm < warmup_examples:
@@ -200,6 +200,14 @@ def peer_dataset(name: str, batch_size: int, seed: int) -> tf.data.Dataset:
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 
 
+def our_batches(mixture: str, args):
+    """flan_mix.data.pipeline.get_batches, with the benchmark's tf.data thread options on the example stream."""
+    from flan_mix.data import packing, pipeline
+    ds = pipeline.get_dataset(mixture, task_feature_lengths=FEATURE_LENGTHS, seed=args.seed)
+    pairs = pipeline.token_pairs(_with_thread_options(ds, args.threads))
+    return packing.pack_batches(pairs, FEATURE_LENGTHS, args.batch_size, args.max_open_rows)
+
+
 def environment(threads: int) -> dict:
     import importlib.metadata as md
 
@@ -284,6 +292,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--rss_max_s", type=float, default=0.0,
                     help="stop the RSS stream after this many seconds (0: no limit); the JSON says so")
     ap.add_argument("--threads", type=int, default=1, help="pin TF/tf.data to this many threads (0: TF default)")
+    ap.add_argument("--max_open_rows", type=int, default=64,
+                    help="first-fit packing: rows open at once (1 = next-fit, what seqio does)")
     ap.add_argument("--no_peer", action="store_true", help="skip the seqio peer")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write the results as JSON here")
@@ -293,7 +303,7 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     pin_threads(args.threads)
 
-    from flan_mix.data import flan_tasks, pipeline
+    from flan_mix.data import flan_tasks
 
     results: dict = {"environment": environment(args.threads), "targets": TARGETS,
                      "args": vars(args)}
@@ -313,16 +323,13 @@ def main(argv=None) -> dict:
           f"(dropped: {', '.join(sorted(reg.dropped)) or 'none'}); vocab size {vocabulary.vocab_size}")
 
     print(f"ours: {args.num_examples} examples of flan2022_cot ...", flush=True)
-    ds = pipeline.get_dataset("flan2022_cot", task_feature_lengths=FEATURE_LENGTHS,
-                              global_batch_size=args.batch_size, seed=args.seed)
-    results["ours"] = measure(_with_thread_options(ds, args.threads), args.num_examples, args.warmup_examples,
-                              "ours")
+    results["ours"] = measure(our_batches("flan2022_cot", args), args.num_examples, args.warmup_examples, "ours")
 
     if not args.no_peer:
         print(f"seqio peer: {args.num_examples} examples, same TSVs, no templates ...", flush=True)
         name = register_peer_task(vocabulary, cot_dir, files)
         ds = peer_dataset(name, args.batch_size, args.seed)
-        results["seqio_peer"] = measure(_with_thread_options(ds, args.threads), args.num_examples,
+        results["seqio_peer"] = measure(_with_thread_options(ds, args.threads).as_numpy_iterator(), args.num_examples,
                                         args.warmup_examples, "seqio")
 
     results["rss_after_throughput_runs_bytes"] = _rss_bytes()
@@ -330,9 +337,7 @@ def main(argv=None) -> dict:
         mix = register_mixed_mixture()
         print(f"rss: streaming {args.rss_examples} examples of {MIXED_MIXTURE} (flan2022_cot + gen_train_mixture "
               "1:1) ...", flush=True)
-        ds = pipeline.get_dataset(MIXED_MIXTURE, task_feature_lengths=FEATURE_LENGTHS,
-                                  global_batch_size=args.batch_size, seed=args.seed)
-        r = measure(_with_thread_options(ds, args.threads), args.rss_examples, 0, "rss", sample_rss=True,
+        r = measure(our_batches(MIXED_MIXTURE, args), args.rss_examples, 0, "rss", sample_rss=True,
                     max_seconds=args.rss_max_s)
         results["rss"] = {"mixture": MIXED_MIXTURE, "components": mix, "examples": r["examples"],
                           "requested_examples": args.rss_examples, "stopped_early": r["stopped_early"],

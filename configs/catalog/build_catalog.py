@@ -529,8 +529,11 @@ def build_t0(rows: list[dict]) -> list[cat.TaskRecord]:
             cat.TaskRecord(
                 name=prompt, submixture="t0_sf", paper_group="t0_sf", source="T0", dataset=ds, csv_dataset=r["Dataset"],
                 category=category, inversions=(), languages=r["_languages"], template_family="p3", ability=ability,
+                # answer_choices: only subsets whose prompt has answer choices carry the column; the HF source
+                # reads it as [] elsewhere (sources.HfDataSource.optional_lists), and *_opt types show the choices.
                 loader=cat.LoaderSpec("hf", "bigscience/P3", prompt, "train",
-                                      (("inputs", "inputs_pretokenized"), ("targets", "targets_pretokenized"))),
+                                      (("inputs", "inputs_pretokenized"), ("targets", "targets_pretokenized"),
+                                       ("options", "answer_choices"))),
                 example_count=count, count_source="published", count_note="P3 subset train split (" + REF_P3 + ")",
                 enabled=True, disabled_reason="", in_paper_count=True, notes=notes,
             )

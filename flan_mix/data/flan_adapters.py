@@ -168,6 +168,69 @@ def _d2t(data: str, prefix: str = ""):
     return fn
 
 
+# Separator of the items of one triple, as the TFDS source joins a rank-2 feature's rows (sources.ROW_JOINER).
+_TRIPLE_JOINER = " | "
+
+
+def _dart(raw):
+    """DART triples -> one "subject | relation | object" line per triple.
+
+    A tripleset read from a rank-2 feature arrives as rows already joined with " | " (the TFDS source flattens
+    rank-2 string features that way); a row given as a list is joined here. TFDS's gem/dart builder itself stores
+    each triple pre-joined with single spaces, which cannot be split back reliably (entity names contain spaces),
+    so such rows are kept as they are.
+    """
+    rows = raw["tripleset"]
+    if isinstance(rows, (str, bytes, np.bytes_)):
+        rows = [rows]
+    lines = []
+    for row in rows:
+        if isinstance(row, (list, tuple)) or (isinstance(row, np.ndarray) and row.ndim == 1):
+            line = _TRIPLE_JOINER.join(x.strip() for x in as_str_list(row))
+        else:
+            line = as_str(row).strip()
+        if line:
+            lines.append(line)
+    if not lines:
+        return None
+    return {"data": "\n".join(lines), "text": as_str(raw["target"])}
+
+
+def _coqa(raw, rng: random.Random):
+    """One CoQA story -> one turn of its conversation, drawn with the example's rng.
+
+    The turns before the drawn one go into the context as the conversation so far, so the model learns to answer
+    follow-up questions ("What did he do next?") that only make sense given the earlier turns. Turns without a
+    question or an answer cannot be the drawn one but still count as history.
+    """
+    questions, answers = as_str_list(raw["questions"]), as_str_list(raw["answers"])
+    turns = list(zip(questions, answers))
+    usable = [i for i, (q, a) in enumerate(turns) if q.strip() and a.strip()]
+    if not usable:
+        return None
+    i = usable[rng.randrange(len(usable))]
+    context = as_str(raw["story"])
+    if i:
+        history = "\n".join(f"Q: {q}\nA: {a}" for q, a in turns[:i])
+        context = f"{context}\n\nConversation so far:\n{history}"
+    return {"context": context, "question": turns[i][0], "answer": turns[i][1]}
+
+
+def _p3(raw):
+    """A P3 example, with its answer choices (if the subset has them) as the options of *_opt template types.
+
+    The options are kept only when the target is one of the choices (compared without surrounding whitespace);
+    otherwise the template renderer could not mark the answer, so the example renders as a plain prompt.
+    """
+    answer = " ".join(as_str_list(raw["targets"]))
+    choices = [c.strip() for c in as_str_list(raw["options"])] if "options" in raw else []
+    choices = [c for c in choices if c]
+    if answer.strip() in choices:
+        # The choice's own text, so that zs_opt and zs_noopt share one target.
+        return {"prompt": as_str(raw["inputs"]), "answer": answer.strip(), "options": choices}
+    return {"prompt": as_str(raw["inputs"]), "answer": answer, "options": []}
+
+
 def _rewrite(kind: str):
     def fn(raw, rng):
         text = as_str(raw["en"] if "en" in raw else raw["passage"])
@@ -238,8 +301,7 @@ _ADAPTERS: dict[str, Callable] = {
     "opinion_abstracts_rotten_tomatoes": _summ("critics", "critic_consensus", "\n"),
     "bool_q": _rqa("passage", "question", lambda r: "yes" if as_str(r["answer"]) == "true" else "no",
                    lambda r: _YN),
-    "coqa": lambda r: {"context": as_str(r["story"]), "question": as_str_list(r["questions"])[0],
-                       "answer": as_str_list(r["answers"])[0]} if as_str_list(r["questions"]) and as_str_list(r["answers"]) else None,
+    "coqa": _coqa,
     "cosmos_qa": _rqa("context", "question", lambda r: _pick([as_str(r[f"answer{i}"]) for i in range(4)], _label(r)),
                       lambda r: [as_str(r[f"answer{i}"]) for i in range(4)]),
     "drop": _rqa("passage", "question", lambda r: as_str(r["answer"])),
@@ -247,7 +309,7 @@ _ADAPTERS: dict[str, Callable] = {
     "record": _rqa("passage", "query", _first("answers"), lambda r: as_str_list(r["entities"])),
     "squad_v1": _rqa("context", "question", _first("answers")),
     "squad_v2": _rqa("context", "question", _first("answers", empty="unanswerable")),
-    "common_gen": _d2t("concepts", "Concepts: "), "dart": _d2t("tripleset"),
+    "common_gen": _d2t("concepts", "Concepts: "), "dart": _dart,
     "e2e_nlg": _d2t("meaning_representation"), "web_nlg_en": _d2t("input"),
     "natural_questions": _qa("question", "answer"), "trivia_qa": _qa("question", "answer"),
     "math_dataset": _qa("question", "answer"), "unified_qa_science_inst": _qa("input", "output"),
@@ -268,13 +330,13 @@ _ADAPTERS: dict[str, Callable] = {
     "definite_pronoun_resolution": _mc(
         lambda r: f"{as_str(r['sentence'])}\nWho or what does \"{as_str(r['pronoun'])}\" refer to?",
         lambda r: as_str_list(r["candidates"]), _label),
-    "p3": lambda r: {"prompt": as_str(r["inputs"]), "answer": " ".join(as_str_list(r["targets"]))},
+    "p3": _p3,
     "cot": lambda r: {"question": as_str(r["question"]), "answer": as_str(r["answer"]), "rationale": as_str(r["rationale"])},
     "dialog:qrecc": _qrecc, "dialog:wiki_dialog": _wiki_dialog,
     "translation": _translate, "fix_punct": _rewrite("fix_punct"), "true_case": _rewrite("true_case"),
     "word_segment": _rewrite("word_segment"), "lambada": _rewrite("lambada"),
 }
-_NEEDS_RNG = {"translation", "fix_punct", "true_case", "word_segment", "lambada"}
+_NEEDS_RNG = {"translation", "fix_punct", "true_case", "word_segment", "lambada", "coqa"}
 
 
 def adapter_for(record: catalog_lib.TaskRecord) -> Callable[[Mapping[str, Any], random.Random], Optional[dict]]:
@@ -288,7 +350,7 @@ def adapter_for(record: catalog_lib.TaskRecord) -> Callable[[Mapping[str, Any], 
     fn = _ADAPTERS.get(key)
     if fn is None:
         raise ValueError(f"task {record.name!r}: no field adapter for template_family {key!r}; add one to "
-                         "flan_mix/data/flan_tasks.py _ADAPTERS")
+                         "flan_mix/data/flan_adapters.py _ADAPTERS")
     if key in _NEEDS_RNG:
         return fn
     return lambda raw, rng: fn(raw)

@@ -58,10 +58,11 @@ ALT_SUBMIX_MIXTURE = "flan2022_submix_chung"
 CAPS = {"flan2021": 30_000, "t0_sf": 20_000, "niv2": 5_000, "cot": 100_000, "dialog": 200_000}
 #: Rates of the submixtures in flan2022_submix (Longpre et al. 2023; FLAN flan/v2 README).
 SUBMIX_RATES = {"flan2021": 0.40, "t0_sf": 0.32, "niv2": 0.20, "cot": 0.05, "dialog": 0.03}
-#: Alternative rates: Chung et al. 2022 (Scaling Instruction-Finetuned LMs) mixing proportions Muffin 46.0%,
-#: T0-SF 27.9%, NIV2 24.2%, CoT 1.8%. Muffin there includes dialog; its 46.0% is split between flan2021 and
-#: dialog in the 40:3 ratio of SUBMIX_RATES. (Recalled from the paper; the search tool did not return the page,
-#: verify before relying on the exact figures.)
+#: Alternative rates: Chung et al. 2022 (arXiv:2210.11416), Appendix E, Table 23, "Proportion (B)", the one
+#: behind the released Flan-T5/Flan-PaLM: Muffin 46.0%, T0-SF 27.9%, NIV2 24.2%, CoT 1.8% of examples sampled
+#: (Proportion (A), 52/15/30/3, was used only for the paper's scaling and ablation runs). Muffin there includes
+#: the dialog (and program synthesis) tasks, so its 46.0% is split between flan2021 and dialog in the 40:3 ratio
+#: of SUBMIX_RATES.
 ALT_SUBMIX_RATES = {"flan2021": 0.460 * 40 / 43, "t0_sf": 0.279, "niv2": 0.242, "cot": 0.018,
                     "dialog": 0.460 * 3 / 43}
 #: How a task's rate is shared by its template types.
@@ -75,7 +76,7 @@ OUTPUT_KEYS = ("inputs", "targets", "task_name", "source", "template_id", "templ
 MAX_EXEMPLARS = 3  # few-shot: 1..MAX_EXEMPLARS exemplars
 _HISTORY = 8  # few-shot window: examples already emitted
 _LOOKAHEAD = 2  # few-shot window: examples read ahead (so the first example has exemplars too)
-_CHUNK = 128  # rendered examples per generator step
+_CHUNK = 256  # examples per tf.data <-> Python crossing
 
 _REPO = Path(__file__).resolve().parents[2]
 DEFAULT_COT_DIR = _REPO.parent / "shared" / "data" / "flan" / "cot"
@@ -103,31 +104,44 @@ class RenderSpec:
     is_niv2: bool = False
 
 
+def _hash_into(h: int, value: Any) -> int:
+    if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim):
+        for x in value:
+            h = _hash_into(h, x)
+        return h
+    if isinstance(value, np.ndarray):
+        value = value.item()
+    return zlib.crc32(value if isinstance(value, bytes) else str(value).encode(), h)
+
+
 def _content_seed(spec: RenderSpec, raw: Mapping[str, Any]) -> int:
     h = zlib.crc32(f"{spec.seed}|{spec.task}|{spec.template_type}".encode())
     for k in sorted(raw):
-        v = raw[k]
-        if isinstance(v, np.ndarray) and v.ndim:
-            for x in v.tolist():
-                h = zlib.crc32(x if isinstance(x, bytes) else str(x).encode(), h)
-        else:
-            h = zlib.crc32(v if isinstance(v, bytes) else str(v).encode(), h)
+        h = _hash_into(h, raw[k])
     return h
 
 
 def _niv2_exemplars(raw: Mapping[str, Any], definition: str) -> list[dict]:
-    ins, outs = flan_adapters.as_str_list(raw.get("pos_inputs", [])), flan_adapters.as_str_list(raw.get("pos_outputs", []))
+    ins = flan_adapters.as_str_list(raw.get("pos_inputs", []))
+    outs = flan_adapters.as_str_list(raw.get("pos_outputs", []))
     return [{"definition": definition, "input": i, "output": o} for i, o in zip(ins, outs)]
 
 
-def render_stream(raw_examples: Iterator[Mapping[str, Any]], spec: RenderSpec,
-                  adapter: Callable) -> Iterator[dict]:
-    """Renders raw examples one by one (bounded memory). Yields {inputs, targets, metadata...}."""
+Encoders = Mapping[str, Callable[[str], Sequence[int]]]
+
+
+def render_stream(raw_examples: Iterator[Mapping[str, Any]], spec: RenderSpec, adapter: Callable,
+                  encoders: Optional[Encoders] = None, max_input_tokens: Optional[int] = None) -> Iterator[dict]:
+    """Renders raw examples one by one (bounded memory). Yields {inputs, targets, metadata...}.
+
+    With encoders ({"inputs": str -> ids, "targets": ...}) each record also has inputs_ids and targets_ids.
+    With max_input_tokens as well, a few-shot prompt whose ids plus EOS do not fit drops its last exemplar until
+    it fits or one is left (then it is trimmed downstream); the number of shortened prompts is logged.
+    """
     few_shot = spec.template_type.startswith("fs_")
     history: collections.deque = collections.deque(maxlen=_HISTORY)
     ahead: collections.deque = collections.deque()
-    skipped = 0
-    emitted = 0
+    counts = collections.Counter()
 
     def adapt(raw):
         seed = _content_seed(spec, raw)
@@ -153,51 +167,104 @@ def render_stream(raw_examples: Iterator[Mapping[str, Any]], spec: RenderSpec,
                                      "examples in the stream, this host's shard has one; use zs_* or fewer hosts")
                 k = min(len(pool), rng.randint(1, MAX_EXEMPLARS))
                 exemplars = [p[0] for p in rng.sample(pool, k)]
-        out = templates.format_example(ex, family=spec.family, template_type=spec.template_type, seed=seed,
-                                       exemplars=exemplars, inverted=inverted)
-        return {"inputs": out["inputs"], "targets": out["targets"], "task_name": spec.task, "source": spec.source,
-                "template_id": out["template_id"], "template_type": spec.template_type}
+        while True:
+            out = templates.format_example(ex, family=spec.family, template_type=spec.template_type, seed=seed,
+                                           exemplars=exemplars, inverted=inverted)
+            input_ids = encoders["inputs"](out["inputs"]) if encoders else None
+            if (max_input_tokens is None or input_ids is None or len(exemplars) <= 1
+                    or len(input_ids) + 1 <= max_input_tokens):
+                break
+            exemplars = exemplars[:-1]
+            counts["shortened"] += 1
+        rec = {"inputs": out["inputs"], "targets": out["targets"], "task_name": spec.task, "source": spec.source,
+               "template_id": out["template_id"], "template_type": spec.template_type}
+        if encoders:
+            rec["inputs_ids"] = input_ids
+            rec["targets_ids"] = encoders["targets"](out["targets"])
+        counts["emitted"] += 1
+        return rec
 
     for raw in raw_examples:
         item = adapt(raw)
         if item is None:
-            skipped += 1
+            counts["skipped"] += 1
             continue
         if not few_shot or spec.is_niv2:
-            emitted += 1
             yield emit(item, [])
             continue
         ahead.append(item)
         if len(ahead) > _LOOKAHEAD:
             q = ahead.popleft()
-            emitted += 1
             yield emit(q, list(history) + list(ahead))
             history.append(q)
     while ahead:
         q = ahead.popleft()
-        emitted += 1
         yield emit(q, list(history) + list(ahead))
         history.append(q)
-    if skipped:
+    if counts["skipped"]:
         logger.warning("Task %r (%s): skipped %d raw example(s) without a usable label/answer; rendered %d.",
-                       spec.task, spec.template_type, skipped, emitted)
+                       spec.task, spec.template_type, counts["skipped"], counts["emitted"])
+    if counts["shortened"]:
+        logger.info("Task %r (%s): dropped %d few-shot exemplar(s) so that prompts fit %d input tokens.",
+                    spec.task, spec.template_type, counts["shortened"], max_input_tokens)
 
 
-def _render_preprocessor(dataset: tf.data.Dataset, spec: RenderSpec, adapter: Callable) -> tf.data.Dataset:
-    """Source dataset -> rendered strings (a Python generator over the source, chunked)."""
-    signature = {k: tf.TensorSpec([None], tf.string) for k in OUTPUT_KEYS}
+def _raw_rows(dataset: tf.data.Dataset) -> Iterator[dict[str, Any]]:
+    """The source's examples as Python values, crossing from tf.data a chunk at a time (one crossing per example
+    costs ~0.1 ms, more than rendering it)."""
+    for chunk in dataset.ragged_batch(_CHUNK).as_numpy_iterator():
+        keys = list(chunk)
+        for i in range(len(chunk[keys[0]])):
+            yield {k: chunk[k][i] for k in keys}
+
+
+_TEXT_KEYS = OUTPUT_KEYS + ("inputs_pretokenized", "targets_pretokenized")
+
+
+def _render_preprocessor(dataset: tf.data.Dataset, sequence_length: Optional[Mapping[str, int]] = None,
+                         output_features: Optional[Mapping[str, seqio.Feature]] = None, *, spec: RenderSpec,
+                         adapter: Callable) -> tf.data.Dataset:
+    """Source dataset -> rendered and tokenized examples (a chunked Python generator over the source).
+
+    Output: inputs/targets int32 token ids (no EOS yet), their *_pretokenized text, and the metadata keys.
+    Tokenizing here, in Python, is ~5x cheaper per example than a tf.data map of the SentencePiece op.
+    """
+    encoders = {k: output_features[k].vocabulary.encode for k in ("inputs", "targets")}
+    max_inputs = sequence_length.get("inputs") if sequence_length else None
+    signature = {k: tf.TensorSpec([None], tf.string) for k in _TEXT_KEYS}
+    for k in ("inputs", "targets"):
+        signature[k] = tf.TensorSpec([None, None], tf.int32)
+        signature[f"{k}_length"] = tf.TensorSpec([None], tf.int32)
+
+    def to_chunk(buf: list[dict]) -> dict[str, np.ndarray]:
+        out = {k: np.array([r[k].encode("utf-8") for r in buf], dtype=object) for k in OUTPUT_KEYS}
+        out["inputs_pretokenized"], out["targets_pretokenized"] = out.pop("inputs"), out.pop("targets")
+        for k in ("inputs", "targets"):
+            ids = [r[f"{k}_ids"] for r in buf]
+            lengths = np.array([len(x) for x in ids], np.int32)
+            mat = np.zeros((len(ids), int(lengths.max())), np.int32)
+            for i, x in enumerate(ids):
+                mat[i, :len(x)] = x
+            out[k], out[f"{k}_length"] = mat, lengths
+        return out
 
     def gen():
         buf: list[dict] = []
-        for rec in render_stream(dataset.as_numpy_iterator(), spec, adapter):
+        for rec in render_stream(_raw_rows(dataset), spec, adapter, encoders, max_inputs):
             buf.append(rec)
             if len(buf) == _CHUNK:
-                yield {k: np.array([r[k].encode("utf-8") for r in buf], dtype=object) for k in OUTPUT_KEYS}
+                yield to_chunk(buf)
                 buf = []
         if buf:
-            yield {k: np.array([r[k].encode("utf-8") for r in buf], dtype=object) for k in OUTPUT_KEYS}
+            yield to_chunk(buf)
 
-    return tf.data.Dataset.from_generator(gen, output_signature=signature).unbatch()
+    def unpad(ex):
+        for k in ("inputs", "targets"):
+            ex[k] = ex[k][:ex.pop(f"{k}_length")]
+        return ex
+
+    ds = tf.data.Dataset.from_generator(gen, output_signature=signature).unbatch()
+    return ds.map(tf.autograph.experimental.do_not_convert(unpad))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -272,7 +339,7 @@ def _make_task(record: catalog_lib.TaskRecord, template_type: str, dirs: DataDir
         task_name(record.name, template_type),
         source=src,
         output_features=features,
-        preprocessors=[render, tasks_lib.tokenize, tasks_lib.append_eos_after_trim],
+        preprocessors=[render, tasks_lib.append_eos_after_trim],
         postprocess_fn=tasks_lib.strip_postprocess,
         metric_fns=[tasks_lib.exact_match],
         shuffle_buffer_size=tasks_lib.SHUFFLE_BUFFER_SIZE,

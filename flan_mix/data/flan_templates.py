@@ -3,7 +3,7 @@
 The catalog's ``template_family`` column names one family per Flan 2021 dataset group (``anli``, ``mnli``,
 ``arc``, ``translation``, or the task name) plus ``p3``, ``niv2``, ``cot``, ``dialog`` and ``program_synthesis``.
 Datasets of the same shape share one registered family here; :data:`CATALOG_FAMILY_MAP` says which. The
-per-dataset field adapters (raw loader fields -> family schema) live in ``flan_mix.data.flan_tasks``.
+per-dataset field adapters (raw loader fields -> family schema) live in ``flan_mix.data.flan_adapters``.
 
 Shared families registered by this module (10 plain templates each):
 
@@ -26,7 +26,8 @@ family                    schema                                          catalo
 ``flan_data_to_text``     data, text                                      common_gen, dart, e2e_nlg, web_nlg_en
 ``flan_rewrite``          instruction, text, target                       fix_punct, true_case, word_segment,
                                                                           lambada
-``p3``                    prompt, answer                                  p3 (T0-SF: P3 prompts come rendered)
+``p3``                    prompt, answer, options                         p3 (T0-SF: P3 prompts come rendered;
+                                                                          options = the subset's answer_choices)
 ``generic_qa`` (builtin)  question, answer, options, rationale            natural_questions, trivia_qa,
                                                                           math_dataset, unified_qa_science_inst
 ``generic_mc`` (builtin)  question, answer, options, rationale            arc, copa, hellaswag, openbookqa, piqa,
@@ -247,19 +248,22 @@ FAMILY_SPECS = (
     },
     {
         "name": "p3",
-        "description": "T0-SF: P3 examples arrive already prompted; these wrap the prompt lightly.",
-        "fields": ["prompt", "answer"],
+        "description": "T0-SF: P3 examples arrive already prompted; these wrap the prompt lightly. Subsets with "
+                       "answer choices list them as options in *_opt types; the others render the plain prompt.",
+        "fields": ["prompt", "answer", "options"],
+        # Not required: many P3 subsets (generation prompts) have no answer choices, and *_opt must still work.
+        "options_field": "options",
         "templates": [
-            ["{prompt}", "{answer}"],
-            ["{prompt}\n\nAnswer:", "{answer}"],
-            ["Respond to the following.\n\n{prompt}", "{answer}"],
-            ["{prompt}\nYour response:", "{answer}"],
-            ["Input: {prompt}\nOutput:", "{answer}"],
-            ["Please complete this task.\n{prompt}", "{answer}"],
-            ["{prompt}\n\nReply with the answer.", "{answer}"],
-            ["Here is a request.\n\n{prompt}", "{answer}"],
-            ["Task:\n{prompt}\n\nResult:", "{answer}"],
-            ["{prompt}\nWhat do you say?", "{answer}"],
+            ["{prompt}\n{options}", "{answer}"],
+            ["{prompt}\n\n{options}\n\nAnswer:", "{answer}"],
+            ["Respond to the following.\n\n{prompt}\n\n{options}", "{answer}"],
+            ["{prompt}\n{options}\nYour response:", "{answer}"],
+            ["Input: {prompt}\n{options}\nOutput:", "{answer}"],
+            ["Please complete this task.\n{prompt}\n{options}", "{answer}"],
+            ["{prompt}\n\n{options}\n\nReply with the answer.", "{answer}"],
+            ["Here is a request.\n\n{prompt}\n\n{options}", "{answer}"],
+            ["Task:\n{prompt}\n\n{options}\n\nResult:", "{answer}"],
+            ["{prompt}\n{options}\nWhat do you say?", "{answer}"],
         ],
     },
 )

@@ -666,15 +666,32 @@ def niv2_source(
 # TFDS.
 
 
+#: Joins the items of one row when a rank-2 feature (e.g. DART's [subject, relation, object] triples) is turned
+#: into a vector of strings. A visible separator keeps the row's structure recoverable by splitting on it.
+ROW_JOINER = " | "
+
+
 def _stringify(task: str, out: str, value: Any) -> tf.Tensor:
     if isinstance(value, dict):
         raise ValueError(
             f"Task {task!r}: field {out!r} maps to a nested feature with keys {sorted(value)}; map one of its leaves, e.g. '{out}=<path>/{sorted(value)[0]}'"
         )
+    rank = value.shape.rank
+    if rank == 2:
+        # Sources and adapters deal in scalars and vectors of strings only, so a matrix (dense, or ragged when the
+        # rows vary in length) becomes one string per row, its items joined by ROW_JOINER.
+        if value.dtype != tf.string:  # items to strings first (flat values: rank 1, so no recursion here)
+            if isinstance(value, tf.RaggedTensor):
+                value = value.with_flat_values(_stringify(task, out, value.flat_values))
+            else:
+                value = tf.reshape(_stringify(task, out, tf.reshape(value, [-1])), tf.shape(value))
+        return tf.strings.reduce_join(value, axis=-1, separator=ROW_JOINER)
     if isinstance(value, tf.RaggedTensor):
-        raise ValueError(f"Task {task!r}: field {out!r} is a nested sequence (ragged); map a flat feature instead")
-    if value.shape.rank is not None and value.shape.rank > 1:
-        raise ValueError(f"Task {task!r}: field {out!r} has rank {value.shape.rank}; only scalars and vectors are supported")
+        raise ValueError(f"Task {task!r}: field {out!r} is a nested sequence (ragged, rank {rank}); map a feature of "
+                         "rank 2 or less instead")
+    if rank is not None and rank > 2:
+        raise ValueError(f"Task {task!r}: field {out!r} has rank {rank}; only scalars, vectors and rank-2 rows "
+                         "(joined per row) are supported")
     if value.dtype == tf.string:
         return value
     if value.dtype == tf.bool:
@@ -822,7 +839,15 @@ def _import_datasets(task_name: str, dataset: str):
 
 
 class HfDataSource(_IndexedDataSource):
-    """Rows of a Hugging Face dataset split, fields mapped to strings (P3: inputs/targets)."""
+    """Rows of a Hugging Face dataset split, fields mapped to strings (P3: inputs/targets/answer choices).
+
+    Paths in ``optional_lists`` are list columns that only some configs (or rows) have: they are always declared
+    as string vectors and read as [] where absent. P3 is the case in point: a subset has an ``answer_choices``
+    column only if its prompt defines answer choices, yet one catalog field map serves all 193 subsets.
+    """
+
+    #: Optional list columns when the caller names none.
+    DEFAULT_OPTIONAL_LISTS = frozenset({"answer_choices"})
 
     def __init__(
         self,
@@ -834,6 +859,7 @@ class HfDataSource(_IndexedDataSource):
         cache_dir: Optional[os.PathLike | str] = None,
         *,
         load_fn: Optional[Callable[..., Any]] = None,
+        optional_lists: Optional[Sequence[str] | frozenset[str]] = None,
     ):
         fmap = tuple(field_map.items()) if isinstance(field_map, Mapping) else tuple(field_map)
         if not fmap:
@@ -844,6 +870,7 @@ class HfDataSource(_IndexedDataSource):
         self.field_map = fmap
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self._load_fn = load_fn
+        self.optional_lists = frozenset(self.DEFAULT_OPTIONAL_LISTS if optional_lists is None else optional_lists)
         self._rows = None
         self._vector_fields: Optional[set[str]] = None
         # The signature is known once the dataset's features are; vectors are declared lazily.
@@ -887,6 +914,9 @@ class HfDataSource(_IndexedDataSource):
             first = rows[0]
             vectors = set()
             for out, path in self.field_map:
+                if path in self.optional_lists:  # a vector whether or not this config has the column
+                    vectors.add(out)
+                    continue
                 value = _lookup(self.task_name, first, out, path)
                 if isinstance(value, (list, tuple)):
                     vectors.add(out)
@@ -899,7 +929,12 @@ class HfDataSource(_IndexedDataSource):
         row = self._rows[position]
         out = {}
         for name, path in self.field_map:
+            if path in self.optional_lists and not _has_path(row, path):
+                out[name] = []
+                continue
             value = _lookup(self.task_name, row, name, path)
+            if path in self.optional_lists and value is None:  # datasets fills a column some rows lack with None
+                value = []
             if name in self._vector_fields:
                 if not isinstance(value, (list, tuple)):
                     raise MalformedDataError(f"{self.dataset}/{self.config}", f"row {position}", f"field {path!r} is not a list")
@@ -907,6 +942,15 @@ class HfDataSource(_IndexedDataSource):
             else:
                 out[name] = _to_str(self.dataset, position, path, value)
         return out
+
+
+def _has_path(row: Mapping[str, Any], path: str) -> bool:
+    value: Any = row
+    for part in path.split("/"):
+        if not isinstance(value, Mapping) or part not in value:
+            return False
+        value = value[part]
+    return True
 
 
 def _to_str(where: str, position: int, path: str, value: Any) -> str:
@@ -928,9 +972,12 @@ def hf_source(
     cache_dir: Optional[os.PathLike | str] = None,
     *,
     load_fn: Optional[Callable[..., Any]] = None,
+    optional_lists: Optional[Sequence[str] | frozenset[str]] = None,
 ) -> HfDataSource:
-    """``load_fn`` replaces datasets.load_dataset (tests, or a custom offline reader)."""
-    return HfDataSource(task_name, dataset, config, split, field_map, cache_dir, load_fn=load_fn)
+    """``load_fn`` replaces datasets.load_dataset (tests, or a custom offline reader); ``optional_lists``: see
+    :class:`HfDataSource`."""
+    return HfDataSource(task_name, dataset, config, split, field_map, cache_dir, load_fn=load_fn,
+                        optional_lists=optional_lists)
 
 
 # --------------------------------------------------------------------------------------------
