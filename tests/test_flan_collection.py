@@ -139,6 +139,33 @@ def test_real_cot_tsv_full_pipeline(vocabulary, template_type):
     assert row["encoder_segment_ids"].max() > 1  # several examples packed into one row
 
 
+def test_few_shot_prompts_drop_exemplars_to_fit():
+    """A whitespace 'tokenizer' makes lengths checkable by hand: prompts that fit are untouched, longer ones lose
+    exemplars (never the query or the target) until they fit or keep one."""
+    cat = catalog_lib.load_catalog()
+    rec = cat.get("cot_gsm8k")
+    spec = flan_tasks.RenderSpec(task=rec.name, source=rec.source, family="cot", template_type="fs_opt",
+                                 invert=False, seed=0)
+    raws = [{"question": f"Question {i}: " + "word " * (5 + 7 * (i % 5)), "answer": str(i),
+             "rationale": "step " * (3 + i % 4)} for i in range(40)]
+    words = {"inputs": str.split, "targets": str.split}
+    adapter = flan_adapters.adapter_for(rec)
+    free = list(flan_tasks.render_stream(iter(raws), spec, adapter, words, None))
+    budget = sorted(len(r["inputs_ids"]) for r in free)[len(free) // 2]
+    fitted = list(flan_tasks.render_stream(iter(raws), spec, adapter, words, budget))
+    shortened = 0
+    for a, b in zip(free, fitted):
+        assert b["targets"] == a["targets"] and b["inputs_ids"] == b["inputs"].split()
+        if len(a["inputs_ids"]) + 1 <= budget:
+            assert b["inputs"] == a["inputs"]
+        else:
+            shortened += 1
+            assert len(b["inputs_ids"]) < len(a["inputs_ids"]) and b["inputs"].endswith(a["inputs"][-40:])
+    assert shortened >= len(free) // 3
+    assert sum(len(b["inputs_ids"]) + 1 <= budget for b in fitted) > sum(len(a["inputs_ids"]) + 1 <= budget
+                                                                          for a in free)
+
+
 def _write_niv2(d: Path) -> None:
     task = {
         "Definition": ["Reverse the given word."],
