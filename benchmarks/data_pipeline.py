@@ -6,11 +6,12 @@
 What it measures (all on CPU, TF + seqio; nothing here is asserted, the targets are printed next to the figures):
 
   ours      mixture flan2022_cot (registered with allow_missing_tasks=True: esnli and qed have no TSV here),
-            through flan_mix.data.pipeline.get_dataset: our templates (zero-/few-shot, input inversion),
-            SentencePiece tokenization, EncDecFeatureConverter packing to inputs 2048 / targets 512.
+            through flan_mix.data.pipeline: our templates (zero-/few-shot, input inversion) and SentencePiece
+            tokenization in Python, seqio shuffling and mixing, first-fit packing (flan_mix.data.packing,
+            --max_open_rows) to inputs 2048 / targets 512.
   seqio     a peer on the same TSVs and the same vocabulary with seqio alone: TextLineDataSource, a plain tf.strings
             join (question -> inputs, rationale + answer -> targets), seqio.preprocessors.tokenize, append_eos,
-            the same converter. The ratio ours / seqio is the cost of our templating.
+            the same lengths with seqio's EncDecFeatureConverter (next-fit packing).
   rss       peak resident memory while streaming --rss_examples examples of a mixed mixture: flan2022_cot and the
             generated mini-collection (gen_train_mixture) at 1:1, which is the mixed mixture that runs offline
             (the other Flan 2022 submixtures need TFDS / NIv2 / HF data that is not on this machine).
