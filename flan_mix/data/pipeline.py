@@ -126,6 +126,8 @@ def get_batches(mixture_or_task_name: str, *, task_feature_lengths: Mapping[str,
                          "rows. Change BATCH_SIZE or the number of hosts.")
     if start_batch < 0:
         raise ValueError(f"start_batch must be >= 0, got {start_batch}.")
+    if max_open_rows < 1:
+        raise ValueError(f"max_open_rows must be >= 1 (1 = next-fit packing), got {max_open_rows}.")
     ds = get_dataset(mixture_or_task_name, task_feature_lengths=task_feature_lengths, split=split, seed=seed,
                      shuffle=shuffle, shard_index=shard_index, num_shards=num_shards, num_epochs=num_epochs)
     lengths = {k: task_feature_lengths[k] for k in ("inputs", "targets")}

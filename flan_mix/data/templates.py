@@ -621,16 +621,21 @@ def _format(pattern: str, values: dict, fam: Family, t: Template, where: str, bl
     return out
 
 
-_END_RE = re.compile(r"\s*" + _EMPTY + r"\s*$")
-_LINE_RE = re.compile(r"(^|\n)[ \t]*" + _EMPTY + r"\s*")
-_INLINE_RE = re.compile(r"[ \t]*" + _EMPTY)
-
-
 def _tidy_empty(s: str) -> str:
-    """Removes an empty options block and the whitespace that only served to lay it out."""
-    s = _END_RE.sub("", s)
-    s = _LINE_RE.sub(r"\1", s)
-    return _INLINE_RE.sub("", s)
+    """Removes an empty options block and the whitespace that only served to lay it out: at the end of the text
+    with all whitespace around it, alone on its line with the line's indentation and the whitespace after it, or
+    inline with the spaces before it. (String operations, not regexes: this runs for every rendered text.)"""
+    while _EMPTY in s:
+        before, _, after = s.partition(_EMPTY)
+        if not after.strip():
+            s = before.rstrip()
+            continue
+        head = before.rstrip(" \t")
+        if not head or head.endswith("\n"):
+            s = head + after.lstrip()
+        else:
+            s = head + after
+    return s
 
 
 # ----------------------------------------------------------------------------------------------------------------
