@@ -6,15 +6,19 @@
 What it measures (all on CPU, TF + seqio; nothing here is asserted, the targets are printed next to the figures):
 
   ours      mixture flan2022_cot (registered with allow_missing_tasks=True: esnli and qed have no TSV here),
-            through flan_mix.data.pipeline: our templates (zero-/few-shot, input inversion) and SentencePiece
-            tokenization in Python, seqio shuffling and mixing, first-fit packing (flan_mix.data.packing,
-            --max_open_rows) to inputs 2048 / targets 512.
+            through flan_mix.data.pipeline.get_batches: the mixture sampled in Python by its seqio rates, each
+            task streamed in Python (our templates: zero-/few-shot, input inversion; SentencePiece), first-fit
+            packing (flan_mix.data.packing, --max_open_rows) to inputs 2048 / targets 512.
   seqio     a peer on the same TSVs and the same vocabulary with seqio alone: TextLineDataSource, a plain tf.strings
             join (question -> inputs, rationale + answer -> targets), seqio.preprocessors.tokenize, append_eos,
             the same lengths with seqio's EncDecFeatureConverter (next-fit packing).
   rss       peak resident memory while streaming --rss_examples examples of a mixed mixture: flan2022_cot and the
             generated mini-collection (gen_train_mixture) at 1:1, which is the mixed mixture that runs offline
             (the other Flan 2022 submixtures need TFDS / NIv2 / HF data that is not on this machine).
+  scale     (--scale_examples > 0) the full NIv2 submixture, 1,554 catalog tasks = 3,108 seqio tasks, on
+            synthetic task files in the real NIv2 format (written to a temporary directory: random words, 200
+            instances each): seconds and RSS to the first batch and peak RSS over the stream. It measures how
+            the pipeline scales with the number of tasks, not NIv2 throughput (the text is synthetic).
 
 Counting: examples going in = packed segments coming out (packing trims but never drops an example, so every
 example is exactly one segment); tokens = non-pad encoder_input_tokens + non-pad decoder_target_tokens.
@@ -202,11 +206,58 @@ def peer_dataset(name: str, batch_size: int, seed: int) -> tf.data.Dataset:
 
 
 def our_batches(mixture: str, args):
-    """flan_mix.data.pipeline.get_batches, with the benchmark's tf.data thread options on the example stream."""
-    from flan_mix.data import packing, pipeline
-    ds = pipeline.get_dataset(mixture, task_feature_lengths=FEATURE_LENGTHS, seed=args.seed)
-    pairs = pipeline.token_pairs(_with_thread_options(ds, args.threads))
-    return packing.pack_batches(pairs, FEATURE_LENGTHS, args.batch_size, args.max_open_rows)
+    """flan_mix.data.pipeline.get_batches (TF threads pinned globally by pin_threads)."""
+    from flan_mix.data import pipeline
+    return pipeline.get_batches(mixture, task_feature_lengths=FEATURE_LENGTHS, global_batch_size=args.batch_size,
+                                seed=args.seed, max_open_rows=args.max_open_rows)
+
+
+def write_synthetic_niv2(root: str, instances: int = 200, seed: int = 0) -> int:
+    """One task file per enabled NIv2 catalog task, in the released JSON layout, with random words."""
+    import random
+    from flan_mix.data import catalog as catalog_lib
+    rng = random.Random(seed)
+    words = ("the a of to and in is for on with as by at from river city model data table answer question "
+             "story person time year way day thing man world life hand part child eye woman place").split()
+
+    def sentence(n):
+        return " ".join(rng.choice(words) for _ in range(n)).capitalize() + "."
+
+    os.makedirs(os.path.join(root, "tasks"), exist_ok=True)
+    records = catalog_lib.load_catalog().by_submixture("niv2", enabled_only=True)
+    for rec in records:
+        task = {"Definition": [sentence(30)],
+                "Positive Examples": [{"input": sentence(40), "output": sentence(5), "explanation": sentence(8)}
+                                      for _ in range(3)],
+                "Negative Examples": [],
+                "Instances": [{"id": f"{rec.name}-{i}", "input": sentence(rng.randint(20, 120)),
+                               "output": [sentence(rng.randint(2, 20))]} for i in range(instances)]}
+        with open(os.path.join(root, "tasks", rec.loader.name), "w") as f:
+            json.dump(task, f)
+    return len(records)
+
+
+def measure_scale(args, vocabulary) -> dict:
+    import tempfile
+    from flan_mix.data import flan_tasks, pipeline
+    with tempfile.TemporaryDirectory() as root:
+        n_files = write_synthetic_niv2(root)
+        rss0 = _rss_bytes()
+        t = time.perf_counter()
+        reg = flan_tasks.register_flan2022(vocabulary=vocabulary, niv2_dir=root, submixtures=("niv2",))
+        t_reg = time.perf_counter() - t
+        t = time.perf_counter()
+        it = pipeline.get_batches("flan2022_niv2", task_feature_lengths=FEATURE_LENGTHS,
+                                  global_batch_size=args.batch_size, seed=args.seed)
+        next(it)
+        t_first, rss_first = time.perf_counter() - t, _rss_bytes()
+        r = measure(it, args.scale_examples, 0, "scale", sample_rss=True)
+    return {"task_files": n_files, "seqio_tasks": len(reg.task_names), "registration_s": t_reg,
+            "first_batch_s": t_first, "rss_before_bytes": rss0, "rss_at_first_batch_bytes": rss_first,
+            "examples": r["examples"], "wall_s": r["wall_s"], "examples_per_s": r["examples_per_s"],
+            "peak_rss_sampled_bytes": r["peak_rss_sampled_bytes"],
+            "packing_efficiency": r["packing_efficiency"],
+            "note": "synthetic NIv2 files (real layout, random words): a scaling measurement, not NIv2 data"}
 
 
 def environment(threads: int) -> dict:
@@ -279,6 +330,12 @@ def print_table(results: dict) -> None:
               f"{TARGETS['peak_rss_gb']:>10.2f} {'yes' if gb < TARGETS['peak_rss_gb'] else 'NO':>5}")
         print(f"{'peak RSS (GiB)':<36} {rss['peak_rss_bytes'] / 2**30:>20.2f}")
         print(f"{'RSS after registration (GB)':<36} {results['rss_after_registration_bytes'] / 1e9:>20.2f}")
+    sc = results.get("scale")
+    if sc:
+        print(f"scale (synthetic NIv2 files, {sc['seqio_tasks']:,} seqio tasks): first batch after "
+              f"{sc['first_batch_s']:.1f} s at {sc['rss_at_first_batch_bytes'] / 1e9:.2f} GB RSS; "
+              f"{sc['examples']:,} examples in {sc['wall_s']:.0f} s, peak sampled RSS "
+              f"{sc['peak_rss_sampled_bytes'] / 1e9:.2f} GB")
     print(f"threads: {results['environment']['threads']}; per-core = per CPU-second of this process "
           "(user+sys, all threads).")
 
@@ -295,6 +352,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=1, help="pin TF/tf.data to this many threads (0: TF default)")
     ap.add_argument("--max_open_rows", type=int, default=64,
                     help="first-fit packing: rows open at once (1 = next-fit, what seqio does)")
+    ap.add_argument("--scale_examples", type=int, default=100000,
+                    help="examples streamed from the full NIv2 submixture on synthetic files (0: skip)")
     ap.add_argument("--no_peer", action="store_true", help="skip the seqio peer")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write the results as JSON here")
@@ -347,6 +406,10 @@ def main(argv=None) -> dict:
                                   "two throughput runs and this stream); peak_rss_sampled_bytes is the largest RSS "
                                   "seen between batches of this stream",
                           "examples_per_s": r["examples_per_s"], "packing_efficiency": r["packing_efficiency"]}
+
+    if args.scale_examples > 0:
+        print(f"scale: full NIv2 submixture on synthetic task files, {args.scale_examples} examples ...", flush=True)
+        results["scale"] = measure_scale(args, vocabulary)
 
     results["verdict"] = {
         "examples_per_s_per_core": {"measured": results["ours"]["examples_per_s_per_core"],

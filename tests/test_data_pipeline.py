@@ -4,6 +4,7 @@ Packing with one open row (next-fit) is checked against seqio's own EncDecFeatur
 row worked out by hand; first-fit packing has its own tests in test_packing.py.
 """
 
+import collections
 import os
 import threading
 
@@ -298,6 +299,47 @@ def test_host_shards_are_disjoint_and_cover(hand_task, shuffle):
     assert len(shards[0]) == len(shards[1]) == 3  # per-host batch 1, 6 examples over 2 hosts
     assert not set(shards[0]) & set(shards[1])
     assert sorted(shards[0] + shards[1]) == sorted(full) == sorted(tuple(i + [1]) for i in HAND_INPUTS)
+
+
+@pytest.fixture(scope="module")
+def marked_mixture():
+    """Three pre-tokenized tasks whose tokens name the task (10, 20, 30), mixed at rates 1:2:5."""
+    voc = seqio.PassThroughVocabulary(size=100, eos_id=1)
+    rates = {}
+    for mark, rate, n in ((10, 1, 5), (20, 2, 7), (30, 5, 11)):
+        name = f"test_marked_{mark}"
+
+        def dataset_fn(split, shuffle_files, seed=None, mark=mark, n=n):
+            return tf.data.Dataset.from_tensor_slices({"inputs": tf.fill([n, 2], mark) + tf.range(n)[:, None],
+                                                       "targets": tf.fill([n, 1], mark)})
+
+        if name in seqio.TaskRegistry.names():
+            seqio.TaskRegistry.remove(name)
+        seqio.TaskRegistry.add(
+            name, source=seqio.FunctionDataSource(dataset_fn, splits=["train"]),
+            output_features={k: seqio.Feature(voc, add_eos=True, dtype=tf.int32) for k in ("inputs", "targets")},
+            preprocessors=[seqio.preprocessors.append_eos_after_trim])
+        rates[name] = rate
+    mixtures.register_mixture("test_marked_mix", rates)
+    return "test_marked_mix", rates
+
+
+def test_mixture_draws_follow_rates_and_epochs_exhaust(marked_mixture):
+    name, _ = marked_mixture
+    lengths = {"inputs": 8, "targets": 4}
+    stream = pipeline.token_stream(name, task_feature_lengths=lengths, seed=3)
+    counts = collections.Counter(int(next(stream)[1][0]) for _ in range(8000))
+    for mark, p in ((10, 1 / 8), (20, 2 / 8), (30, 5 / 8)):
+        sd = (8000 * p * (1 - p)) ** 0.5
+        assert abs(counts[mark] - 8000 * p) < 4 * sd, counts
+    # One epoch: every example of every task exactly once, whatever the draws.
+    once = [(tuple(a.tolist()), tuple(b.tolist()))
+            for a, b in pipeline.token_stream(name, task_feature_lengths=lengths, seed=3, num_epochs=1)]
+    want = [((m + i, m + i, 1), (m, 1)) for m, n in ((10, 5), (20, 7), (30, 11)) for i in range(n)]
+    assert sorted(once) == sorted(want)
+    again = [(tuple(a.tolist()), tuple(b.tolist()))
+             for a, b in pipeline.token_stream(name, task_feature_lengths=lengths, seed=3, num_epochs=1)]
+    assert again == once
 
 
 def test_same_seed_same_batches_and_resume_equals_skipping(registered):

@@ -193,6 +193,25 @@ def test_niv2_files_load_through_registered_task(tmp_path, vocabulary):
     assert [e["targets_pretokenized"].decode() for e in exs] == ["god", "tac", "drib", "hsif", "woc", "neh"]
 
 
+@pytest.mark.parametrize("template_type", ["zs_opt", "fs_opt"])
+def test_python_token_stream_equals_seqio_task_output(tmp_path, vocabulary, template_type):
+    """StreamingTask.token_stream (what training mixes) gives exactly the examples seqio's Task.get_dataset gives,
+    as a multiset: same rendering, same tokens, same trim and EOS."""
+    _write_niv2(tmp_path)
+    rec = catalog_lib.load_catalog().by_submixture("niv2")[0]
+    import dataclasses
+    rec = dataclasses.replace(rec, name="task999_reverse_word",
+                              loader=dataclasses.replace(rec.loader, name="task999_reverse_word.json"))
+    task = flan_tasks._make_task(rec, template_type, flan_tasks.DataDirs(niv2_dir=str(tmp_path)), 0, vocabulary)
+    lengths = {"inputs": 24, "targets": 4}  # short enough that some examples are trimmed
+    ours = sorted((tuple(a.tolist()), tuple(b.tolist()))
+                  for a, b in task.token_stream(sequence_length=lengths, seed=5, num_epochs=1))
+    ref = sorted((tuple(e["inputs"].tolist()), tuple(e["targets"].tolist()))
+                 for e in task.get_dataset(lengths, split="train", shuffle=True, seed=5).as_numpy_iterator())
+    assert len(ours) == 6 and ours == ref
+    assert all(a[-1] == 1 and b[-1] == 1 and len(a) <= 24 and len(b) <= 4 for a, b in ours)
+
+
 def test_tfds_task_on_mock_data(vocabulary):
     import tensorflow_datasets as tfds
     rec = catalog_lib.load_catalog().get("sst2")

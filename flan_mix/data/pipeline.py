@@ -1,9 +1,10 @@
 """seqio dataset -> host-local numpy batches for JAX.
 
-get_batches() gives each host its share of a global batch: the examples are sharded by seqio.ShardInfo
-(host `shard_index` of `num_shards` reads a disjoint slice of every task), then shuffled and mixed by seqio,
-packed first-fit into rows with the features of seqio.EncDecFeatureConverter (flan_mix.data.packing) and batched
-to global_batch_size // num_shards rows. With the same seed and the same number of shards the batch sequence is identical on every run, so resuming at batch N (start_batch=N) gives
+get_batches() gives each host its share of a global batch: token_stream() reads this host's shard of every task
+(seqio.ShardInfo), mixes the tasks in Python by their seqio mixture rates (a task's stream opens when it is first
+drawn), and flan_mix.data.packing packs the examples first-fit into rows with the features of
+seqio.EncDecFeatureConverter, global_batch_size // num_shards rows per batch. With the same seed and the same
+number of shards the batch sequence is identical on every run, so resuming at batch N (start_batch=N) gives
 exactly batches N, N+1, ... of an uninterrupted run.
 
 get_eval_examples() gives the examples of one task in order with their pretokenized text, for greedy decoding.
@@ -13,6 +14,9 @@ from __future__ import annotations
 import difflib
 import itertools
 import logging
+import queue
+import threading
+import zlib
 from typing import Iterator, Mapping
 
 import numpy as np
@@ -26,7 +30,9 @@ logger = logging.getLogger(__name__)
 
 MODEL_FEATURES = packing.PACKED_FEATURES
 PACK_OPEN_ROWS = 64  # first-fit packing: rows kept open at once (see flan_mix.data.packing)
-_CHUNK = 256  # examples per tf.data -> Python crossing
+_CHUNK = 16  # examples per tf.data -> Python crossing: ~0.1 ms each, and every task of a mixture
+# processes one chunk ahead, so small (100 generated tasks x 256 would be 25,600 examples before the first batch)
+_DRAW_BLOCK = 1024  # mixture draws made at once (one numpy call)
 
 
 class UnknownTaskError(ValueError):
@@ -58,17 +64,13 @@ def get_task_or_mixture(name: str) -> seqio.Task | seqio.Mixture:
     raise _unknown(name)
 
 
-def get_dataset(mixture_or_task_name: str, *, task_feature_lengths: Mapping[str, int], split: str = "train",
-                seed: int, shuffle: bool = True, shard_index: int = 0, num_shards: int = 1,
-                num_epochs: int | None = None) -> tf.data.Dataset:
-    """This host's stream of mixed, tokenized examples {inputs, targets} (int32, trimmed, ending in EOS)."""
-    provider = get_task_or_mixture(mixture_or_task_name)
+def _check_stream_args(name: str, provider, task_feature_lengths: Mapping[str, int], split: str, shard_index: int,
+                       num_shards: int) -> None:
     if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise ValueError(f"shard_index must be in [0, num_shards); got shard_index={shard_index}, "
                          f"num_shards={num_shards}.")
     if split not in provider.splits:
-        raise ValueError(f"'{mixture_or_task_name}' has no split '{split}'; "
-                         f"its splits are {sorted(provider.splits)}.")
+        raise ValueError(f"'{name}' has no split '{split}'; its splits are {sorted(provider.splits)}.")
     missing = {"inputs", "targets"} - set(task_feature_lengths)
     if missing:
         raise ValueError(f"task_feature_lengths needs lengths for {sorted(missing)}; "
@@ -80,24 +82,15 @@ def get_dataset(mixture_or_task_name: str, *, task_feature_lengths: Mapping[str,
         logger.warning("task_feature_lengths['inputs']=%d is below the %d tokens generated few-shot prompts are "
                        "sized for; longer prompts will be truncated. Set register_generated_tasks.max_input_tokens "
                        "to match.", task_feature_lengths["inputs"], config.max_input_tokens)
-    # What seqio.get_dataset does, plus try_in_mem_cache=False: the generated sources are in memory already.
-    ds = provider.get_dataset(
-        sequence_length=dict(task_feature_lengths),
-        split=split,
-        use_cached=False,
-        shuffle=shuffle,
-        seed=seed,
-        shard_info=seqio.ShardInfo(index=shard_index, num_shards=num_shards),
-        num_epochs=num_epochs,
-        trim_output_features=True,
-        try_in_mem_cache=False,
-    )
-    return ds.map(lambda ex: {k: ex[k] for k in ("inputs", "targets")})
+
+
+def _task_seed(seed: int, task_name: str) -> int:
+    return zlib.crc32(f"{seed}|{task_name}".encode())
 
 
 def token_pairs(ds: tf.data.Dataset) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(inputs, targets) numpy arrays, crossing from tf.data to Python a chunk at a time (one crossing per
-    example costs ~0.1 ms, more than packing it)."""
+    """(inputs, targets) numpy arrays of a tf.data stream, crossing into Python a chunk at a time (one crossing
+    per example costs ~0.1 ms, more than packing it)."""
     for chunk in ds.ragged_batch(_CHUNK).prefetch(2).as_numpy_iterator():
         yield from zip(_split_rows(chunk["inputs"]), _split_rows(chunk["targets"]))
 
@@ -106,6 +99,61 @@ def _split_rows(batch: np.ndarray) -> list[np.ndarray]:
     # as_numpy_iterator turns a ragged chunk into an object array of rows, or a 2-D array when all rows have
     # the static length.
     return [np.asarray(row, dtype=np.int32) for row in batch]
+
+
+def _task_pairs(task: seqio.Task, lengths: Mapping[str, int], split: str, seed: int, shuffle: bool,
+                shard_info: seqio.ShardInfo, num_epochs: int | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """One task's (inputs, targets): its own Python stream if it has one, else seqio's tf.data pipeline."""
+    if hasattr(task, "token_stream"):  # flan_tasks.StreamingTask
+        return task.token_stream(sequence_length=lengths, split=split, shuffle=shuffle, seed=seed,
+                                 shard_info=shard_info, num_epochs=num_epochs)
+    # What seqio.get_dataset does, plus try_in_mem_cache=False: the generated sources are in memory already.
+    ds = task.get_dataset(sequence_length=dict(lengths), split=split, use_cached=False, shuffle=shuffle, seed=seed,
+                          shard_info=shard_info, num_epochs=num_epochs, trim_output_features=True,
+                          try_in_mem_cache=False)
+    return token_pairs(ds.map(lambda ex: {k: ex[k] for k in ("inputs", "targets")}))
+
+
+def token_stream(mixture_or_task_name: str, *, task_feature_lengths: Mapping[str, int], split: str = "train",
+                 seed: int, shuffle: bool = True, shard_index: int = 0, num_shards: int = 1,
+                 num_epochs: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """This host's stream of (inputs, targets) int32 token ids (trimmed, ending in EOS) of a task or mixture.
+
+    A mixture is sampled here, in Python, by its seqio rates: each draw picks a task with a seeded RNG and takes
+    that task's next example. A task's stream is opened the first time it is drawn (so a mixture of thousands of
+    tasks costs memory only for the tasks in use), reads this host's shard of the task (seqio.ShardInfo) in an
+    order seeded by (seed, task name), and with num_epochs set, leaves the draw when exhausted (the others'
+    rates renormalize). Arguments are checked at the call.
+    """
+    provider = get_task_or_mixture(mixture_or_task_name)
+    _check_stream_args(mixture_or_task_name, provider, task_feature_lengths, split, shard_index, num_shards)
+    lengths = {k: task_feature_lengths[k] for k in ("inputs", "targets")}
+    shard_info = seqio.ShardInfo(index=shard_index, num_shards=num_shards)
+    if isinstance(provider, seqio.Task):
+        return _task_pairs(provider, lengths, split, seed, shuffle, shard_info, num_epochs)
+    tasks = [t for t in provider.tasks if split in t.splits]
+    if not tasks:
+        raise ValueError(f"Mixture '{mixture_or_task_name}' has no task with a '{split}' split.")
+    rates = np.array([provider.get_rate(t) for t in tasks], dtype=np.float64)
+
+    def draws() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        rng = np.random.default_rng(seed)
+        streams: list = [None] * len(tasks)
+        live = rates.copy()
+        while live.sum() > 0:
+            for i in rng.choice(len(tasks), size=_DRAW_BLOCK, p=live / live.sum()):
+                if not live[i]:  # exhausted earlier in this block
+                    continue
+                if streams[i] is None:
+                    streams[i] = _task_pairs(tasks[i], lengths, split, _task_seed(seed, tasks[i].name), shuffle,
+                                             shard_info, num_epochs)
+                pair = next(streams[i], None)
+                if pair is None:
+                    live[i], streams[i] = 0.0, None
+                    continue
+                yield pair
+
+    return draws()
 
 
 def get_batches(mixture_or_task_name: str, *, task_feature_lengths: Mapping[str, int], split: str = "train",
@@ -128,15 +176,69 @@ def get_batches(mixture_or_task_name: str, *, task_feature_lengths: Mapping[str,
         raise ValueError(f"start_batch must be >= 0, got {start_batch}.")
     if max_open_rows < 1:
         raise ValueError(f"max_open_rows must be >= 1 (1 = next-fit packing), got {max_open_rows}.")
-    ds = get_dataset(mixture_or_task_name, task_feature_lengths=task_feature_lengths, split=split, seed=seed,
-                     shuffle=shuffle, shard_index=shard_index, num_shards=num_shards, num_epochs=num_epochs)
+    pairs = token_stream(mixture_or_task_name, task_feature_lengths=task_feature_lengths, split=split, seed=seed,
+                         shuffle=shuffle, shard_index=shard_index, num_shards=num_shards, num_epochs=num_epochs)
     lengths = {k: task_feature_lengths[k] for k in ("inputs", "targets")}
     rows = global_batch_size // num_shards
     if pack:
-        batches = packing.pack_batches(token_pairs(ds), lengths, rows, max_open_rows)
+        batches = packing.pack_batches(pairs, lengths, rows, max_open_rows)
     else:
-        batches = packing.unpacked_batches(token_pairs(ds), lengths, rows)
-    return itertools.islice(batches, start_batch, None)
+        batches = packing.unpacked_batches(pairs, lengths, rows)
+    return _Prefetcher(itertools.islice(batches, start_batch, None))
+
+
+class _Prefetcher:
+    """Produces batches in a background thread, `size` ahead, in order.
+
+    Why: rendering, tokenizing and packing are Python; a jitted train step releases the GIL, so a producer
+    thread overlaps data work with compute (without it, a 2-core CPU run took twice the wall time). Errors in
+    the producer are re-raised by next(); an abandoned prefetcher stops its thread.
+    """
+
+    _DONE = object()
+
+    def __init__(self, it: Iterator[dict[str, np.ndarray]], size: int = 2):
+        self._queue: queue.Queue = queue.Queue(maxsize=size)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(it, self._queue, self._stop), daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _run(it, q: queue.Queue, stop: threading.Event) -> None:
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
+            for batch in it:
+                if not put(batch):
+                    return
+            put(_Prefetcher._DONE)
+        except BaseException as e:  # handed to the consumer, who re-raises it
+            put(e)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        item = self._queue.get()
+        if item is _Prefetcher._DONE:
+            self._queue.put(item)  # stay exhausted
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def __del__(self):
+        self._stop.set()
 
 
 def get_eval_examples(task_name: str, *, split: str = "validation", max_examples: int | None = None,

@@ -32,7 +32,7 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 import seqio
@@ -44,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 TRAIN = "train"
 _CHUNK = 256  # examples per Python-generator step (see _IndexedDataSource._dataset_for_order)
+_PY_CHUNK = 32  # examples read at a time by iter_examples (one file open per chunk for NIv2)
 
 NIV2_REPO_URL = "https://github.com/allenai/natural-instructions"
 FLAN_REPO_URL = "https://github.com/google-research/FLAN"
@@ -194,6 +195,27 @@ class _IndexedDataSource(seqio.DataSource, abc.ABC):
             n = self._prepare()
             return self._dataset_for_order(lambda: example_order(n, shuffle, seed, shard_info))
         return self._dataset_for_order(lambda: example_order(self._prepare(), shuffle, seed, shard_info))
+
+    def iter_examples(
+        self,
+        split: str = TRAIN,
+        shuffle: bool = True,
+        seed: Optional[int] = None,
+        shard_info: Optional[seqio.ShardInfo] = None,
+        num_epochs: Optional[int] = 1,
+    ) -> Iterator[dict[str, Any]]:
+        """The same examples as get_dataset, as Python dicts and without TensorFlow (what the mixture streamer
+        reads); num_epochs=None repeats forever, each epoch in a new order when shuffling."""
+        _check_split(self.task_name, split, self.splits)
+        self._check_available()
+        n, base, epoch = self._prepare(), _as_int_seed(seed), 0
+        while num_epochs is None or epoch < num_epochs:
+            order = example_order(n, shuffle, base + 1_000_003 * epoch, shard_info)
+            if not len(order):
+                return  # this host's shard is empty: nothing to repeat
+            for start in range(0, len(order), _PY_CHUNK):
+                yield from self._examples(order[start:start + _PY_CHUNK])
+            epoch += 1
 
     def _dataset_for_order(self, order_fn: Callable[[], np.ndarray]) -> tf.data.Dataset:
         """Examples at the positions order_fn() returns (called when iteration starts).
