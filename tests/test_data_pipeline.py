@@ -393,3 +393,11 @@ def test_eval_examples(registered, vocabulary):
         pipeline.get_eval_examples(SMALL_MIX)
     with pytest.raises(pipeline.UnknownTaskError, match="gen_sort_words_eval"):
         pipeline.get_eval_examples("gen_sort_wrds_eval")
+
+
+def test_inspect_token_stats_reads_the_training_stream(marked_mixture):
+    from flan_mix.data import inspect_cli
+    name, _ = marked_mixture
+    stats = inspect_cli.token_stats(name, num_examples=100)  # one epoch holds 23 examples: all of them
+    assert stats["inputs"]["mean"] == stats["inputs"]["max"] == 3  # two marked tokens + EOS
+    assert stats["targets"]["mean"] == stats["targets"]["max"] == 2

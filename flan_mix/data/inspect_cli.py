@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import sys
 from collections import defaultdict
 
@@ -108,14 +109,13 @@ def print_tasks(rows: list[dict]) -> None:
 
 
 def token_stats(name: str, num_examples: int, seed: int = 0) -> dict:
-    provider = pipeline.get_task_or_mixture(name)
-    ds = provider.get_dataset(sequence_length=None, split="train", shuffle=True, seed=seed, num_epochs=1,
-                              use_cached=False, **({"try_in_mem_cache": False} if isinstance(provider, seqio.Task)
-                                                   else {}))
+    # The training stream (mixture rates, tasks opened lazily), untrimmed: no feature length binds.
+    unbounded = {"inputs": 2**31 - 1, "targets": 2**31 - 1}
+    stream = pipeline.token_stream(name, task_feature_lengths=unbounded, seed=seed, num_epochs=1)
     lens = {"inputs": [], "targets": []}
-    for ex in ds.take(num_examples).as_numpy_iterator():
-        for k in lens:
-            lens[k].append(len(ex[k]))
+    for inputs, targets in itertools.islice(stream, num_examples):
+        lens["inputs"].append(len(inputs))
+        lens["targets"].append(len(targets))
     out = {}
     print(f"token lengths of {len(lens['inputs'])} examples of {name} (with EOS):")
     print(f"{'feature':<8} {'mean':>8} {'p50':>6} {'p90':>6} {'p99':>6} {'max':>6}")
