@@ -207,21 +207,25 @@ HAND_INPUTS = [[3, 4], [5], [6, 7, 8], [9], [10, 11], [12]]
 HAND_TARGETS = [[20], [21, 22], [23], [24, 25], [26], [27, 28]]
 
 
+def _register_pretokenized(name: str, dataset_fn) -> str:
+    """A seqio Task over pre-tokenized examples (PassThroughVocabulary): only EOS is added by the Task."""
+    voc = seqio.PassThroughVocabulary(size=100, eos_id=1)
+    if name in seqio.TaskRegistry.names():
+        seqio.TaskRegistry.remove(name)
+    seqio.TaskRegistry.add(
+        name, source=seqio.FunctionDataSource(dataset_fn, splits=["train"]),
+        output_features={k: seqio.Feature(voc, add_eos=True, dtype=tf.int32) for k in ("inputs", "targets")},
+        preprocessors=[seqio.preprocessors.append_eos_after_trim])
+    return name
+
+
 @pytest.fixture(scope="module")
 def hand_task():
-    """A seqio Task over pre-tokenized examples (PassThroughVocabulary): only EOS is added by the Task."""
     def dataset_fn(split, shuffle_files, seed=None):
         return tf.data.Dataset.from_tensor_slices({"inputs": tf.ragged.constant(HAND_INPUTS, dtype=tf.int32),
                                                    "targets": tf.ragged.constant(HAND_TARGETS, dtype=tf.int32)})
 
-    voc = seqio.PassThroughVocabulary(size=100, eos_id=1)
-    if HAND_TASK in seqio.TaskRegistry.names():
-        seqio.TaskRegistry.remove(HAND_TASK)
-    seqio.TaskRegistry.add(
-        HAND_TASK, source=seqio.FunctionDataSource(dataset_fn, splits=["train"]),
-        output_features={k: seqio.Feature(voc, add_eos=True, dtype=tf.int32) for k in ("inputs", "targets")},
-        preprocessors=[seqio.preprocessors.append_eos_after_trim])
-    return HAND_TASK
+    return _register_pretokenized(HAND_TASK, dataset_fn)
 
 
 def _seqio_reference(lengths, batch, pack=True):
@@ -304,22 +308,13 @@ def test_host_shards_are_disjoint_and_cover(hand_task, shuffle):
 @pytest.fixture(scope="module")
 def marked_mixture():
     """Three pre-tokenized tasks whose tokens name the task (10, 20, 30), mixed at rates 1:2:5."""
-    voc = seqio.PassThroughVocabulary(size=100, eos_id=1)
     rates = {}
     for mark, rate, n in ((10, 1, 5), (20, 2, 7), (30, 5, 11)):
-        name = f"test_marked_{mark}"
-
         def dataset_fn(split, shuffle_files, seed=None, mark=mark, n=n):
             return tf.data.Dataset.from_tensor_slices({"inputs": tf.fill([n, 2], mark) + tf.range(n)[:, None],
                                                        "targets": tf.fill([n, 1], mark)})
 
-        if name in seqio.TaskRegistry.names():
-            seqio.TaskRegistry.remove(name)
-        seqio.TaskRegistry.add(
-            name, source=seqio.FunctionDataSource(dataset_fn, splits=["train"]),
-            output_features={k: seqio.Feature(voc, add_eos=True, dtype=tf.int32) for k in ("inputs", "targets")},
-            preprocessors=[seqio.preprocessors.append_eos_after_trim])
-        rates[name] = rate
+        rates[_register_pretokenized(f"test_marked_{mark}", dataset_fn)] = rate
     mixtures.register_mixture("test_marked_mix", rates)
     return "test_marked_mix", rates
 
