@@ -19,7 +19,9 @@ INSTALL_REQUIRES = [
 
 EXTRAS = {
     # The HF peer tests run our T5 against transformers on torch's CPU build.
-    "test": ["pytest>=8", "pytest-timeout>=2.3", "torch==2.13.0", "transformers>=4.50", "matplotlib>=3.8"],
+    # nbclient + ipykernel execute examples/explore_mixture.ipynb in the notebook test.
+    "test": ["pytest>=8", "pytest-timeout>=2.3", "torch==2.13.0", "transformers>=4.50", "matplotlib>=3.8",
+             "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
     "hf": ["datasets>=3.0"],
     "plot": ["matplotlib>=3.8"],
 }
@@ -29,7 +31,12 @@ setuptools.setup(
     version="0.1.0",
     description="Flan 2022-style instruction tuning in JAX: seqio mixtures, T5 training, Pallas flash attention.",
     python_requires=">=3.11",
-    packages=setuptools.find_packages(include=["flan_mix", "flan_mix.*"]),
+    # gin/ and configs/ sit at the top of the repository; installed, they become flan_mix/gin and
+    # flan_mix/configs, where flan_mix.resources looks for them.
+    packages=setuptools.find_packages(include=["flan_mix", "flan_mix.*"]) + ["flan_mix.gin", "flan_mix.configs"],
+    package_dir={"flan_mix.gin": "gin", "flan_mix.configs": "configs"},
+    package_data={"flan_mix.gin": ["**/*.gin"], "flan_mix.configs": ["**/*.csv", "**/*.md"]},
+    entry_points={"console_scripts": ["flan-mix = flan_mix.launcher:console_main"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
 )

@@ -152,6 +152,9 @@ def forward_and_backward(fn, with_table: bool):
     return run
 
 
+FLOP_CONVENTION = "fwd 4*B*H*L*L*D (x0.5 causal), fwd+bwd 3.5x fwd"
+
+
 def flops(sc: Scenario, shape: Shape) -> tuple[float, float]:
     fwd = 4.0 * shape.batch * shape.heads * shape.length ** 2 * shape.head_dim
     if sc.causal:
@@ -285,6 +288,18 @@ def target_summary(rows):
     return lines
 
 
+def package_versions(names=("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")):
+    """Installed versions by distribution name (None when absent); nothing is imported."""
+    from importlib import metadata
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
 def environment():
     dev = jax.devices()[0]
     commit = None
@@ -294,16 +309,54 @@ def environment():
                                 check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         pass
-    import jaxlib
     return dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         device=dict(platform=dev.platform, kind=dev.device_kind, count=jax.device_count()),
-        versions=dict(jax=jax.__version__, jaxlib=jaxlib.__version__,
-                      python=platform.python_version(), numpy=np.__version__),
-        host=platform.node(), git_commit=commit, argv=sys.argv)
+        versions=package_versions(), host=platform.node(), git_commit=commit, argv=sys.argv)
 
 
-# ----------------------------------------------------------------------------- main
+# ----------------------------------------------------------------------------- running
+
+
+def timing_shape(length: int, head_dim: int) -> Shape:
+    """The FlashAttention-2 papers' convention: 16k tokens per batch and H * D = 2048."""
+    return Shape(max(1, TOKENS_PER_BATCH // length), length, HIDDEN // head_dim, head_dim)
+
+
+def skipped_row(sc: Scenario, shape: Shape, impl: str, dtype, reason: str):
+    return dict(scenario=sc.name, impl=impl, dtype=jnp.dtype(dtype).name,
+                **dataclasses.asdict(shape), note=f"skipped: {reason}")
+
+
+def benchmark_rows(cases, impls, dtype, iters: int, check_max_len: int = 2048,
+                   deadline: float | None = None, progress=None):
+    """Times every (scenario, shape) in `cases` with every implementation.
+
+    deadline (a time.perf_counter() value): rows not started by then are recorded as skipped,
+    so a caller with a time budget (benchmarks/gpu_suite.py) still gets the whole table.
+    Rows with length <= check_max_len also record their error against the f32 XLA reference.
+    """
+    rows = []
+    for sc, shape in cases:
+        for impl in impls:
+            if deadline is not None and time.perf_counter() >= deadline:
+                rows.append(skipped_row(sc, shape, impl, dtype, "time budget used up"))
+            else:
+                rows.append(bench_row(sc, shape, impl, dtype, iters,
+                                      check=shape.length <= check_max_len))
+            if progress:
+                progress(rows[-1])
+    return rows
+
+
+def correctness_rows(cases, dtype, progress=None):
+    """CPU: pallas (interpret mode) against the f32 XLA reference; no timings."""
+    rows = []
+    for sc, shape in cases:
+        rows.append(correctness_row(sc, shape, dtype))
+        if progress:
+            progress(rows[-1])
+    return rows
 
 
 def main(argv=None):
@@ -323,7 +376,6 @@ def main(argv=None):
     scenarios = [SCENARIOS[s] for s in args.scenarios.split(",")]
     head_dims = [int(d) for d in args.head_dims.split(",")]
     dtype = jnp.bfloat16
-    rows = []
     if backend == "cpu":
         # Interpret mode: correctness only, at shapes the interpreter gets through in minutes.
         print("CPU backend: the Pallas kernel runs in interpret mode, so this run only checks "
@@ -332,27 +384,20 @@ def main(argv=None):
         lengths = [int(x) for x in (args.lengths or "256").split(",")]
         if args.quick:
             lengths, head_dims = lengths[:1], head_dims[:1]
-        for sc in scenarios:
-            for length in lengths:
-                for d in head_dims:
-                    rows.append(correctness_row(sc, Shape(1, length, 2, d), dtype))
-                    print_progress(rows[-1])
+        cases = [(sc, Shape(1, length, 2, d)) for sc in scenarios for length in lengths
+                 for d in head_dims]
+        rows = correctness_rows(cases, dtype, progress=print_progress)
         mode = "correctness-only (CPU, Pallas interpret mode)"
     else:
         lengths = [int(x) for x in (args.lengths or "512,2048,8192").split(",")]
         if args.quick:
             lengths, head_dims = [2048], head_dims[:1]
-        impls = args.impls.split(",")
+        cases = [(sc, timing_shape(length, d)) for sc in scenarios for length in lengths
+                 for d in head_dims]
         if args.profile:
             jax.profiler.start_trace(args.profile)
-        for sc in scenarios:
-            for length in lengths:
-                for d in head_dims:
-                    shape = Shape(max(1, TOKENS_PER_BATCH // length), length, HIDDEN // d, d)
-                    for impl in impls:
-                        rows.append(bench_row(sc, shape, impl, dtype, args.iters,
-                                              check=length <= 2048))
-                        print_progress(rows[-1])
+        rows = benchmark_rows(cases, args.impls.split(","), dtype, args.iters,
+                              progress=print_progress)
         if args.profile:
             jax.profiler.stop_trace()
         mode = "timing"
@@ -367,8 +412,8 @@ def main(argv=None):
     if args.out:
         with open(args.out, "w") as f:
             json.dump(dict(env, mode=mode, dtype=jnp.dtype(dtype).name,
-                           flop_convention="fwd 4*B*H*L*L*D (x0.5 causal), fwd+bwd 3.5x fwd",
-                           rows=rows, targets=targets), f, indent=2)
+                           flop_convention=FLOP_CONVENTION, rows=rows, targets=targets), f,
+                      indent=2)
         print(f"\nwrote {args.out}")
     failed = [r for r in rows if r.get("err_vs_xla") is not None and r["err_vs_xla"] > 2e-2]
     if failed:

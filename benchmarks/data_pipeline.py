@@ -151,7 +151,8 @@ def measure(batches, num_examples: int, warmup_examples: int, label: str,
 
 
 def register(allow_missing: bool = True):
-    from flan_mix.data import flan_tasks, registration
+    from flan_mix.data import registration
+    from flan_mix.data.flan import flan_tasks
     vocabulary = registration.register_all(("generated",))
     reg = flan_tasks.register_flan2022(vocabulary=vocabulary, allow_missing_tasks=allow_missing,
                                        submixtures=("cot",))
@@ -161,16 +162,17 @@ def register(allow_missing: bool = True):
 def register_mixed_mixture() -> dict:
     """flan2022_cot and gen_train_mixture at 1:1 (task rates renormalized within each)."""
     import seqio
-    from flan_mix.data import mixtures as mix_lib
+    from flan_mix.data import mixing as mix_lib
+    from flan_mix.data.generated.mixture import GENERATED_MIXTURE
 
     def rates(name):
         mix = seqio.MixtureRegistry.get(name)
         return {t.name: mix.get_rate(t) for t in mix.tasks}
 
     flat = mix_lib.nested_rates({"cot": (1.0, rates("flan2022_cot")),
-                                 "generated": (1.0, rates(mix_lib.GENERATED_MIXTURE))})
+                                 "generated": (1.0, rates(GENERATED_MIXTURE))})
     mix_lib.register_mixture(MIXED_MIXTURE, flat)
-    return {"flan2022_cot": 0.5, mix_lib.GENERATED_MIXTURE: 0.5, "num_tasks": len(flat)}
+    return {"flan2022_cot": 0.5, GENERATED_MIXTURE: 0.5, "num_tasks": len(flat)}
 
 
 def register_peer_task(vocabulary, cot_dir: str, files: list[str]) -> str:
@@ -215,7 +217,7 @@ def our_batches(mixture: str, args):
 def write_synthetic_niv2(root: str, instances: int = 200, seed: int = 0) -> int:
     """One task file per enabled NIv2 catalog task, in the released JSON layout, with random words."""
     import random
-    from flan_mix.data import catalog as catalog_lib
+    from flan_mix.data.flan import catalog as catalog_lib
     rng = random.Random(seed)
     words = ("the a of to and in is for on with as by at from river city model data table answer question "
              "story person time year way day thing man world life hand part child eye woman place").split()
@@ -239,7 +241,8 @@ def write_synthetic_niv2(root: str, instances: int = 200, seed: int = 0) -> int:
 
 def measure_scale(args, vocabulary) -> dict:
     import tempfile
-    from flan_mix.data import flan_tasks, pipeline
+    from flan_mix.data import pipeline
+    from flan_mix.data.flan import flan_tasks
     with tempfile.TemporaryDirectory() as root:
         n_files = write_synthetic_niv2(root)
         rss0 = _rss_bytes()
@@ -363,7 +366,7 @@ def main(argv=None) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     pin_threads(args.threads)
 
-    from flan_mix.data import flan_tasks
+    from flan_mix.data.flan import flan_tasks
 
     results: dict = {"environment": environment(args.threads), "targets": TARGETS,
                      "args": vars(args)}

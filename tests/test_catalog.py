@@ -1,4 +1,4 @@
-"""Tests for configs/catalog/flan2022_tasks.csv and flan_mix.data.catalog (no TensorFlow needed)."""
+"""Tests for configs/catalog/flan2022_tasks.csv and flan_mix.data.flan.catalog (no TensorFlow needed)."""
 
 import csv
 import importlib.util
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flan_mix.data import catalog
+from flan_mix.data.flan import catalog
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).parents[1] / ".." / "shared" / "data"
@@ -264,5 +264,23 @@ def test_get_unknown_task_suggests(cat):
 
 
 def test_catalog_imports_no_tensorflow():
-    code = "import sys, flan_mix.data.catalog as c; c.load_catalog(); assert 'tensorflow' not in sys.modules, 'tf imported'"
+    code = ("import sys, flan_mix.data.flan.catalog as c; c.load_catalog(); "
+            "assert 'tensorflow' not in sys.modules, 'tf imported'")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_default_catalog_is_found_in_an_installed_package(tmp_path):
+    """setup.py installs configs/ as flan_mix/configs: the default catalog path must follow the package there,
+    not the checkout."""
+    import shutil
+
+    site = tmp_path / "site"
+    shutil.copytree(REPO / "flan_mix", site / "flan_mix", ignore=shutil.ignore_patterns("__pycache__"))
+    for folder in ("configs", "gin"):
+        shutil.copytree(REPO / folder, site / "flan_mix" / folder)
+    code = ("import flan_mix.data.flan.catalog as c; print(c.DEFAULT_CATALOG_PATH); "
+            "print(len(c.load_catalog()))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(site), "PATH": ""}).stdout.split()
+    assert Path(out[0]) == site / "flan_mix" / "configs" / "catalog" / "flan2022_tasks.csv"
+    assert int(out[1]) == len(catalog.load_catalog())

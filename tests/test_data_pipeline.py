@@ -14,7 +14,10 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from flan_mix.data import generated, mixtures, pipeline, tasks, vocab
+from flan_mix.data import mixing, pipeline, seqio_helpers, vocab
+from flan_mix.data.data_errors import DataError
+from flan_mix.data.generated import collection, mixture, rendering
+from flan_mix.data.generated import seqio_tasks as tasks
 
 LENGTHS = {"inputs": 256, "targets": 64}
 NUM_TRAIN, NUM_VAL = 40, 12
@@ -29,15 +32,15 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vocabulary(cache_dir):
-    return vocab.get_vocabulary(cache_dir=cache_dir)
+    return vocab.get_vocabulary(corpus=tasks.VOCABULARY_CORPUS, cache_dir=cache_dir)
 
 
 @pytest.fixture(scope="module")
 def registered(vocabulary):
     names = tasks.register_generated_tasks(vocabulary=vocabulary, seed=0, num_train=NUM_TRAIN,
                                            num_validation=NUM_VAL)
-    mixtures.register_generated_mixture()
-    mixtures.register_mixture(SMALL_MIX, {"gen_sort_words_zs_opt": 1, "gen_add_word_problem_fs_cot": 1,
+    mixture.register_generated_mixture()
+    mixing.register_mixture(SMALL_MIX, {"gen_sort_words_zs_opt": 1, "gen_add_word_problem_fs_cot": 1,
                                           "gen_syllogism_mc_fs_opt": 2})
     return names
 
@@ -48,7 +51,7 @@ def test_vocabulary_ids_and_round_trip(vocabulary):
     sp = vocabulary.tokenizer
     assert (sp.pad_id(), sp.eos_id(), sp.unk_id(), sp.bos_id()) == (0, 1, 2, -1)
     assert vocabulary.vocab_size == vocab.DEFAULT_VOCAB_SIZE + vocab.DEFAULT_EXTRA_IDS
-    corpus = vocab.generated_corpus(examples_per_variant=3)
+    corpus = rendering.vocabulary_corpus(examples_per_variant=3)
     assert any("\n" in line for line in corpus)
     for line in corpus:
         ids = vocabulary.encode(line)
@@ -68,7 +71,7 @@ def test_vocabulary_cache_is_shared_and_safe_in_parallel(tmp_path, vocabulary):
 
     def worker():
         try:
-            paths.append(vocab.generated_sentencepiece_model(cache_dir=cache))
+            paths.append(vocab.trained_sentencepiece_model(tasks.VOCABULARY_CORPUS, cache_dir=cache))
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
@@ -82,7 +85,7 @@ def test_vocabulary_cache_is_shared_and_safe_in_parallel(tmp_path, vocabulary):
     assert [f for f in files if f.endswith(".model")] == [os.path.basename(paths[0])]
     assert not [f for f in files if f.endswith(".tmp")]
     mtime = os.path.getmtime(paths[0])
-    assert vocab.generated_sentencepiece_model(cache_dir=cache) == paths[0]
+    assert vocab.trained_sentencepiece_model(tasks.VOCABULARY_CORPUS, cache_dir=cache) == paths[0]
     assert os.path.getmtime(paths[0]) == mtime  # reused, not retrained
     # training is deterministic: the same corpus gives the same model file as the fixture's
     with open(paths[0], "rb") as f, open(vocabulary.sentencepiece_model_file, "rb") as g:
@@ -107,13 +110,15 @@ def test_vocabulary_from_named_file_and_gin(vocabulary, tmp_path):
     bad.write_bytes(b"not a model")
     with pytest.raises(ValueError, match="bad.model"):
         vocab.get_vocabulary(str(bad))
+    with pytest.raises(ValueError, match="sentencepiece_model_path.*or a corpus"):
+        vocab.get_vocabulary()  # nothing to load and nothing to train on
 
 
 # ------------------------------------------------------------------------------------------------------------
 # registration
 def test_registration_names_and_idempotence(registered, vocabulary):
     assert set(registered) <= set(seqio.TaskRegistry.names())
-    for t, gt in generated.GENERATED_TASKS.items():
+    for t, gt in collection.GENERATED_TASKS.items():
         for tt in ("zs_opt", "zs_noopt", "fs_opt", "fs_noopt"):
             assert f"gen_{t}_{tt}" in registered
         assert (f"gen_{t}_zs_cot" in registered) == gt.has_cot
@@ -136,65 +141,66 @@ def test_sources_metadata_and_splits(registered):
     assert ex["task_name"] == b"count_category" and ex["template_type"] == b"fs_cot"
     assert ex["template_id"].startswith(b"cot/")
     assert ex["inputs"][-1] == 1 and ex["targets"][-1] == 1  # EOS appended
-    train_q = {e["question"] for v in generated.task_variants("count_category")
-               for e in generated.generate_split("count_category", "train", NUM_TRAIN,
-                                                 generated.derive_seed("variant", 0, v))}
-    val_q = {e["question"] for e in generated.generate_split("count_category", "validation", NUM_VAL, 0)}
+    train_q = {e["question"] for v in rendering.task_variants("count_category")
+               for e in collection.generate_split("count_category", "train", NUM_TRAIN,
+                                                 collection.derive_seed("variant", 0, v))}
+    val_q = {e["question"] for e in collection.generate_split("count_category", "validation", NUM_VAL, 0)}
     assert not train_q & val_q
 
 
 def test_fewshot_inputs_fit_the_feature_length(registered, vocabulary):
     config = tasks.registered_config()
     for t in tasks.TRAIN_TASKS:
-        for v in generated.task_variants(t):
+        for v in rendering.task_variants(t):
             if v.startswith("fs_"):
                 for rec in tasks._variant_records(config, t, v, "train"):
                     assert len(vocabulary.encode(rec["inputs"])) + 1 <= tasks.DEFAULT_MAX_INPUT_TOKENS, (t, v)
 
 
 def test_metrics_and_postprocessing():
-    assert tasks.exact_match(["a", "b c", "d"], ["a", " b  c ", "x"]) == {"exact_match": pytest.approx(200 / 3)}
+    got = seqio_helpers.exact_match(["a", "b c", "d"], ["a", " b  c ", "x"])
+    assert got == {"exact_match": pytest.approx(200 / 3)}
     out = "We start with 3 pens and add 4 more. 3 + 4 = 7. That means the answer is 7."
-    assert tasks.cot_answer_postprocess(out) == "7"
-    assert tasks.cot_answer_postprocess("no answer sentence") == "no answer sentence"
+    assert seqio_helpers.cot_answer_postprocess(out) == "7"
+    assert seqio_helpers.cot_answer_postprocess("no answer sentence") == "no answer sentence"
     task = seqio.TaskRegistry.get("gen_sort_words_eval") if "gen_sort_words_eval" in seqio.TaskRegistry.names() \
         else None
     if task is not None:
-        assert task.metric_fns == [tasks.exact_match]
+        assert task.metric_fns == [seqio_helpers.exact_match]
 
 
 # ------------------------------------------------------------------------------------------------------------
 # mixing rates (hand-worked)
 def test_capped_rates_hand_worked():
-    rates = mixtures.capped_rates({"a": 100, "b": 1000, "c": 5000}, cap=1000)
+    rates = mixing.capped_rates({"a": 100, "b": 1000, "c": 5000}, cap=1000)
     assert rates == pytest.approx({"a": 100 / 2100, "b": 1000 / 2100, "c": 1000 / 2100})
     assert sum(rates.values()) == pytest.approx(1.0)
-    assert mixtures.capped_rates({"a": 1, "b": 3}, cap=None) == pytest.approx({"a": 0.25, "b": 0.75})
+    assert mixing.capped_rates({"a": 1, "b": 3}, cap=None) == pytest.approx({"a": 0.25, "b": 0.75})
     with pytest.raises(ValueError):
-        mixtures.capped_rates({"a": 1}, cap=0)
+        mixing.capped_rates({"a": 1}, cap=0)
 
 
 def test_variant_and_nested_rates_hand_worked():
-    split = mixtures.split_by_weights({"a": 0.4, "b": 0.6}, {"a": ["zs", "fs"], "b": ["zs"]}, {"zs": 1, "fs": 3})
+    split = mixing.split_by_weights({"a": 0.4, "b": 0.6}, {"a": ["zs", "fs"], "b": ["zs"]}, {"zs": 1, "fs": 3})
     assert split == pytest.approx({"a_zs": 0.1, "a_fs": 0.3, "b_zs": 0.6})
-    nested = mixtures.nested_rates({"s1": (3, {"x": 1, "y": 1}), "s2": (1, {"x": 2, "z": 6})})
+    nested = mixing.nested_rates({"s1": (3, {"x": 1, "y": 1}), "s2": (1, {"x": 2, "z": 6})})
     assert nested == pytest.approx({"x": 0.375 + 0.0625, "y": 0.375, "z": 0.1875})
     with pytest.raises(ValueError, match="fs"):
-        mixtures.split_by_weights({"a": 1}, {"a": ["fs"]}, {"zs": 1})
+        mixing.split_by_weights({"a": 1}, {"a": ["fs"]}, {"zs": 1})
 
 
 def test_generated_mixture_rates(registered):
-    rates = mixtures.generated_mixture_rates(NUM_TRAIN, cap=10)
+    rates = mixture.generated_mixture_rates(NUM_TRAIN, cap=10)
     assert sum(rates.values()) == pytest.approx(1.0)
     n = len(tasks.TRAIN_TASKS)  # equal sizes under the cap: each task 1/n, shared by its variants' weights
     assert rates["gen_sort_words_fs_opt"] == pytest.approx(1 / n * 0.1 / 0.8)
     assert rates["gen_sort_words_zs_opt"] == pytest.approx(1 / n * 0.3 / 0.8)
     assert rates["gen_add_word_problem_zs_cot"] == pytest.approx(1 / n * 0.1 / 0.95)
-    equal = mixtures.generated_mixture_rates(NUM_TRAIN, variant_weights={**mixtures.EQUAL_TEMPLATE_WEIGHTS,
+    equal = mixture.generated_mixture_rates(NUM_TRAIN, variant_weights={**mixture.EQUAL_TEMPLATE_WEIGHTS,
                                                                           "zs_cot": 0.25, "fs_cot": 0.25})
     assert equal["gen_sort_words_fs_opt"] == pytest.approx(1 / n / 4)
     assert equal["gen_add_word_problem_zs_cot"] == pytest.approx(1 / n / 6)
-    mix = seqio.MixtureRegistry.get(mixtures.GENERATED_MIXTURE)
+    mix = seqio.MixtureRegistry.get(mixture.GENERATED_MIXTURE)
     assert {t.name for t in mix.tasks} == set(tasks.TRAIN_VARIANT_TASK_NAMES)
     assert not {t.name for t in mix.tasks} & {f"gen_{h}_zs_opt" for h in tasks.HELD_OUT_TASKS}
     for t in mix.tasks[:5]:
@@ -315,7 +321,7 @@ def marked_mixture():
                                                        "targets": tf.fill([n, 1], mark)})
 
         rates[_register_pretokenized(f"test_marked_{mark}", dataset_fn)] = rate
-    mixtures.register_mixture("test_marked_mix", rates)
+    mixing.register_mixture("test_marked_mix", rates)
     return "test_marked_mix", rates
 
 
@@ -365,12 +371,25 @@ def test_batch_errors_say_what_and_how(registered):
     assert "python run.py inspect" in str(e.value)
     with pytest.raises(ValueError, match="split"):
         pipeline.get_batches("gen_sort_words_eval", task_feature_lengths=LENGTHS, global_batch_size=4, seed=0)
+    assert isinstance(e.value, DataError)  # the launcher prints it as one line
+
+
+def test_short_inputs_warn_with_the_gin_binding(registered, caplog):
+    with caplog.at_level("WARNING", logger="flan_mix.data.pipeline"):
+        pipeline.token_stream(SMALL_MIX, task_feature_lengths={"inputs": 100, "targets": 64}, seed=0)
+    (msg,) = [r.getMessage() for r in caplog.records]
+    assert "task_feature_lengths['inputs']=100 is below the 256 tokens" in msg
+    assert "register_generated_tasks.max_input_tokens" in msg
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="flan_mix.data.pipeline"):
+        pipeline.token_stream(SMALL_MIX, task_feature_lengths=LENGTHS, seed=0)
+    assert not caplog.records
 
 
 def test_eval_examples(registered, vocabulary):
     exs = pipeline.get_eval_examples("gen_larger_number_mc_eval")
     assert len(exs) == NUM_VAL
-    val = generated.generate_split("larger_number_mc", "validation", NUM_VAL, seed=0)
+    val = collection.generate_split("larger_number_mc", "validation", NUM_VAL, seed=0)
     for ex, raw in zip(exs, val):
         assert ex["inputs"].dtype == np.int32 and ex["inputs"][-1] == 1
         assert vocabulary.decode(ex["inputs"][:-1].tolist()) == ex["inputs_pretokenized"]
@@ -383,7 +402,7 @@ def test_eval_examples(registered, vocabulary):
     assert all(len(e["inputs"]) <= 6 and e["inputs"][-1] == 1 for e in free)
     assert free[0]["template_type"] == "zs_noopt"
     cot = pipeline.get_eval_examples("gen_trace_assign_cot_eval", max_examples=2)
-    assert tasks.cot_answer_postprocess(cot[0]["targets_pretokenized"]) == cot[0]["answer"]
+    assert seqio_helpers.cot_answer_postprocess(cot[0]["targets_pretokenized"]) == cot[0]["answer"]
     with pytest.raises(ValueError, match="is a mixture"):
         pipeline.get_eval_examples(SMALL_MIX)
     with pytest.raises(pipeline.UnknownTaskError, match="gen_sort_words_eval"):

@@ -12,8 +12,13 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from flan_mix.data import catalog as catalog_lib
-from flan_mix.data import flan_adapters, flan_tasks, flan_templates, sources, templates
+from flan_mix.data import templates
+from flan_mix.data.flan import catalog as catalog_lib
+from flan_mix.data.flan import flan_adapters, flan_templates
+from flan_mix.data.flan.rendering import RenderSpec, render_stream
+from flan_mix.data.flan.sources import tfds as tfds_loader
+from flan_mix.data.flan.sources.by_kind import source_for_task
+from flan_mix.data.flan.sources.hf import hf_source
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +51,7 @@ def test_dart_rank2_tripleset_loads_and_linearizes(cat, tmp_path):
     signature = {"tripleset": tf.TensorSpec([None, 3], tf.string), "target": tf.TensorSpec([], tf.string),
                  "references": tf.TensorSpec([None], tf.string)}
     with _mocked_tfds([example], signature):
-        ds = sources.source_for_task(rec, tfds_data_dir=tmp_path).get_dataset(shuffle=False)
+        ds = source_for_task(rec, tfds_data_dir=tmp_path).get_dataset(shuffle=False)
         assert ds.element_spec["tripleset"] == tf.TensorSpec([None], tf.string)
         (raw,) = list(ds.as_numpy_iterator())
     assert list(raw["tripleset"]) == [b"Mars Hill College | JOINED | 1973",
@@ -59,7 +64,7 @@ def test_dart_real_builder_spec_loads(cat, tmp_path):
     # TFDS's own gem/dart builder stores each triple pre-joined (a string vector); that must keep loading.
     rec = cat.get("dart")
     with tfds.testing.mock_data(num_examples=3):
-        ds = sources.source_for_task(rec, tfds_data_dir=tmp_path).get_dataset(shuffle=False)
+        ds = source_for_task(rec, tfds_data_dir=tmp_path).get_dataset(shuffle=False)
         assert ds.element_spec["tripleset"] == tf.TensorSpec([None], tf.string)
         raws = list(ds.as_numpy_iterator())
     assert len(raws) == 3
@@ -72,12 +77,12 @@ def test_dart_real_builder_spec_loads(cat, tmp_path):
 
 def test_stringify_rank2_variants():
     ragged = tf.ragged.constant([["a", "b", "c"], ["d", "e"]])
-    assert sources._stringify("t", "f", ragged).numpy().tolist() == [b"a | b | c", b"d | e"]
+    assert tfds_loader._stringify("t", "f", ragged).numpy().tolist() == [b"a | b | c", b"d | e"]
     ints = tf.constant([[1, 2], [3, 4]], tf.int64)
-    assert sources._stringify("t", "f", ints).numpy().tolist() == [b"1 | 2", b"3 | 4"]
-    assert sources._stringify("t", "f", tf.zeros([0, 3], tf.string)).numpy().tolist() == []
+    assert tfds_loader._stringify("t", "f", ints).numpy().tolist() == [b"1 | 2", b"3 | 4"]
+    assert tfds_loader._stringify("t", "f", tf.zeros([0, 3], tf.string)).numpy().tolist() == []
     with pytest.raises(ValueError, match=r"Task 't': field 'f' has rank 3"):
-        sources._stringify("t", "f", tf.zeros([1, 2, 3], tf.string))
+        tfds_loader._stringify("t", "f", tf.zeros([1, 2, 3], tf.string))
 
 
 def test_dart_adapter_joins_unjoined_rows(cat):
@@ -112,7 +117,7 @@ def _coqa_raw_via_tfds(rec, tmp_path):
                              "answer_start": tf.TensorSpec([None], tf.int32),
                              "answer_end": tf.TensorSpec([None], tf.int32)}}
     with _mocked_tfds([example], signature):
-        (raw,) = list(sources.source_for_task(rec, tfds_data_dir=tmp_path).get_dataset(shuffle=False)
+        (raw,) = list(source_for_task(rec, tfds_data_dir=tmp_path).get_dataset(shuffle=False)
                       .as_numpy_iterator())
     return raw
 
@@ -149,10 +154,10 @@ def test_coqa_skips_unanswered_turns_and_empty_stories(cat):
 def test_coqa_render_stream_deterministic(cat, tmp_path):
     rec = cat.get("coqa")
     raw = _coqa_raw_via_tfds(rec, tmp_path)
-    spec = flan_tasks.RenderSpec(task="coqa", source="FLAN", family=flan_templates.family_for("coqa"),
-                                 template_type="zs_noopt", invert=False, seed=7)
-    first = list(flan_tasks.render_stream(iter([raw]), spec, flan_adapters.adapter_for(rec)))
-    again = list(flan_tasks.render_stream(iter([raw]), spec, flan_adapters.adapter_for(rec)))
+    spec = RenderSpec(task="coqa", source="FLAN", family=flan_templates.family_for("coqa"),
+                      template_type="zs_noopt", inversion_weight=0.0, seed=7)
+    first = list(render_stream(iter([raw]), spec, flan_adapters.adapter_for(rec)))
+    again = list(render_stream(iter([raw]), spec, flan_adapters.adapter_for(rec)))
     assert first == again and len(first) == 1
     assert first[0]["targets"] in _AS
 
@@ -166,7 +171,7 @@ _P3_WITHOUT = [{"inputs_pretokenized": "Write a title for: cats sleep a lot.", "
 
 
 def _p3_raws(rec, rows):
-    src = sources.hf_source(rec.name, rec.loader.name, rec.loader.config, "train", rec.loader.field_map,
+    src = hf_source(rec.name, rec.loader.name, rec.loader.config, "train", rec.loader.field_map,
                             load_fn=lambda name, config, split: rows)
     ds = src.get_dataset(shuffle=False)
     assert ds.element_spec["options"] == tf.TensorSpec([None], tf.string)
@@ -255,7 +260,7 @@ def test_p3_render_stream_end_to_end(cat):
     raws = _p3_raws(rec, _P3_WITH)
     out = {}
     for tt in ("zs_opt", "zs_noopt"):
-        spec = flan_tasks.RenderSpec(task=rec.name, source="T0", family="p3", template_type=tt, invert=False, seed=3)
-        (out[tt],) = list(flan_tasks.render_stream(iter(raws), spec, flan_adapters.adapter_for(rec)))
+        spec = RenderSpec(task=rec.name, source="T0", family="p3", template_type=tt, inversion_weight=0.0, seed=3)
+        (out[tt],) = list(render_stream(iter(raws), spec, flan_adapters.adapter_for(rec)))
     assert "maybe" in out["zs_opt"]["inputs"].replace("Answer yes, no or maybe.", "")
     assert "maybe" not in out["zs_noopt"]["inputs"].replace("Answer yes, no or maybe.", "")

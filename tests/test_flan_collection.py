@@ -10,16 +10,18 @@ import numpy as np
 import pytest
 import seqio
 
-from flan_mix.data import catalog as catalog_lib
-from flan_mix.data import flan_adapters, flan_tasks, flan_templates, templates
-from flan_mix.data import vocab as vocab_lib
+from flan_mix.data import pipeline, registration, templates
+from flan_mix.data.data_errors import MalformedDataError
+from flan_mix.data.flan import catalog as catalog_lib
+from flan_mix.data.flan import flan_adapters, flan_tasks, flan_templates
+from flan_mix.data.flan.rendering import RenderSpec, render_stream
 
 COT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flan" / "cot"
 
 
 @pytest.fixture(scope="module")
 def vocabulary():
-    return vocab_lib.get_vocabulary()
+    return registration.register_all(collections=())  # the shared vocabulary, nothing registered
 
 
 def test_caps_and_rates_hand_worked():
@@ -144,15 +146,15 @@ def test_few_shot_prompts_drop_exemplars_to_fit():
     exemplars (never the query or the target) until they fit or keep one."""
     cat = catalog_lib.load_catalog()
     rec = cat.get("cot_gsm8k")
-    spec = flan_tasks.RenderSpec(task=rec.name, source=rec.source, family="cot", template_type="fs_opt",
-                                 invert=False, seed=0)
+    spec = RenderSpec(task=rec.name, source=rec.source, family="cot", template_type="fs_opt",
+                      inversion_weight=0.0, seed=0)
     raws = [{"question": f"Question {i}: " + "word " * (5 + 7 * (i % 5)), "answer": str(i),
              "rationale": "step " * (3 + i % 4)} for i in range(40)]
     words = {"inputs": str.split, "targets": str.split}
     adapter = flan_adapters.adapter_for(rec)
-    free = list(flan_tasks.render_stream(iter(raws), spec, adapter, words, None))
+    free = list(render_stream(iter(raws), spec, adapter, words, None))
     budget = sorted(len(r["inputs_ids"]) for r in free)[len(free) // 2]
-    fitted = list(flan_tasks.render_stream(iter(raws), spec, adapter, words, budget))
+    fitted = list(render_stream(iter(raws), spec, adapter, words, budget))
     shortened = 0
     for a, b in zip(free, fitted):
         assert b["targets"] == a["targets"] and b["inputs_ids"] == b["inputs"].split()
@@ -193,6 +195,33 @@ def test_niv2_files_load_through_registered_task(tmp_path, vocabulary):
     assert [e["targets_pretokenized"].decode() for e in exs] == ["god", "tac", "drib", "hsif", "woc", "neh"]
 
 
+def test_malformed_niv2_file_raises_its_own_error_through_seqio(tmp_path, vocabulary):
+    """A malformed task file read through seqio's tf.data pipeline (what eval and `run.py inspect --task` read)
+    raises MalformedDataError naming the file, line and column, not TensorFlow's wrapper around it."""
+    _write_niv2(tmp_path)
+    path = tmp_path / "tasks" / "task999_reverse_word.json"
+    text = json.dumps(json.loads(path.read_text()), indent=1)
+    lines = text.splitlines()
+    k = next(i for i, line in enumerate(lines) if '"task999-3"' in line)
+    lines[k] = lines[k].rstrip(",")  # drop the comma after the id: line k + 2 (1-based) starts unexpectedly
+    path.write_text("\n".join(lines))
+    rec = catalog_lib.load_catalog().by_submixture("niv2")[0]
+    import dataclasses
+    rec = dataclasses.replace(rec, name="task999_reverse_word",
+                              loader=dataclasses.replace(rec.loader, name="task999_reverse_word.json"))
+    task = flan_tasks._make_task(rec, "zs_opt", flan_tasks.DataDirs(niv2_dir=str(tmp_path)), 0, vocabulary)
+    seqio.TaskRegistry.add_provider(task.name, task)
+    try:
+        with pytest.raises(MalformedDataError) as e:
+            pipeline.get_eval_examples(task.name, split="train")
+    finally:
+        seqio.TaskRegistry.remove(task.name)
+    assert str(e.value).startswith(f"{path}:line {k + 2}, column ") and "invalid JSON" in str(e.value)
+    assert "PyFunc" not in str(e.value) and "Traceback" not in str(e.value)
+    with pytest.raises(MalformedDataError, match=f"line {k + 2}, column"):  # the Python streaming path too
+        next(task.token_stream(sequence_length={"inputs": 64, "targets": 16}, seed=0))
+
+
 @pytest.mark.parametrize("template_type", ["zs_opt", "fs_opt"])
 def test_python_token_stream_equals_seqio_task_output(tmp_path, vocabulary, template_type):
     """StreamingTask.token_stream (what training mixes) gives exactly the examples seqio's Task.get_dataset gives,
@@ -221,7 +250,11 @@ def test_tfds_task_on_mock_data(vocabulary):
                    .as_numpy_iterator())
     assert len(exs) == 12
     for e in exs:
-        assert e["targets_pretokenized"] in (b"negative", b"positive") or e["targets_pretokenized"][:1] in b"(0123456789ABCDEFGHIJ"
+        if b"/inv/" in e["template_id"]:  # input inversion: the label is given, the review text is asked for
+            assert e["template_id"].startswith(b"flan_sentiment/inv/") and e["targets_pretokenized"]
+        else:
+            assert (e["targets_pretokenized"] in (b"negative", b"positive")
+                    or e["targets_pretokenized"][:1] in b"(0123456789ABCDEFGHIJ")
 
 
 @pytest.mark.skipif(not COT_DIR.is_dir(), reason=f"real CoT TSVs not found at {COT_DIR}")
@@ -256,3 +289,9 @@ def test_allow_missing_tasks_drops_and_renormalizes(tmp_path, vocabulary, caplog
     assert sum(rates.values()) == pytest.approx(1.0)
     assert rates["flan2022_cot_gsm8k_zs_opt"] == pytest.approx(0.5 * 7473 / (7473 + 2728))
     assert "flan2022_stream_esnli_zs_opt" not in seqio.TaskRegistry.names()
+
+
+def test_unknown_flan_name_says_how_to_register_the_collection(monkeypatch):
+    monkeypatch.setattr(flan_tasks, "_REGISTERED", None)  # as in a run with only the generated collection
+    with pytest.raises(pipeline.UnknownTaskError, match=r"add 'flan2022' to the collections .*register_all"):
+        pipeline.get_task_or_mixture("flan2022_no_such_task_zs_opt")

@@ -1,4 +1,4 @@
-"""The offline generated mini-collection (flan_mix/data/generated.py): coverage, determinism, disjoint splits, and
+"""The offline generated mini-collection (flan_mix/data/generated/): coverage, determinism, disjoint splits, and
 answers recomputed by independent logic (no TensorFlow needed)."""
 
 import contextlib
@@ -9,15 +9,17 @@ from collections import Counter
 
 import pytest
 
-from flan_mix.data import generated, templates
-from flan_mix.data.generated import GENERATED_TASKS, generate_split, render_split
+from flan_mix.data import templates
+from flan_mix.data.generated import collection, rendering
+from flan_mix.data.generated.collection import GENERATED_TASKS, generate_split
+from flan_mix.data.generated.rendering import render_split
 
 N = 150  # examples per task and split checked below
 
 
 @pytest.fixture(scope="module")
 def samples():
-    return {name: {split: generate_split(name, split, N, seed=0) for split in generated.SPLITS}
+    return {name: {split: generate_split(name, split, N, seed=0) for split in collection.SPLITS}
             for name in GENERATED_TASKS}
 
 
@@ -33,8 +35,8 @@ def test_collection_shape():
     assert any(t.is_mc for t in tasks if not t.held_out) and any(t.is_mc for t in held)
     assert sum(t.has_cot for t in tasks if not t.held_out) >= 3
     assert {t.family for t in tasks} == {"generic_qa", "generic_mc"}
-    assert set(generated.TRAIN_TASK_NAMES) | set(generated.HELD_OUT_TASK_NAMES) == set(GENERATED_TASKS)
-    assert not set(generated.TRAIN_TASK_NAMES) & set(generated.HELD_OUT_TASK_NAMES)
+    assert set(collection.TRAIN_TASK_NAMES) | set(collection.HELD_OUT_TASK_NAMES) == set(GENERATED_TASKS)
+    assert not set(collection.TRAIN_TASK_NAMES) & set(collection.HELD_OUT_TASK_NAMES)
 
 
 def test_example_schema_and_sizes(samples):
@@ -68,7 +70,7 @@ def test_splits_disjoint_for_any_seed():
         train = {e["question"] for s in (0, 1) for e in generate_split(name, "train", 400, seed=s)}
         val = {e["question"] for s in (0, 2) for e in generate_split(name, "validation", 100, seed=s)}
         assert not train & val, name
-        assert all(generated.split_of(name, q) == "validation" for q in val)
+        assert all(collection.split_of(name, q) == "validation" for q in val)
 
 
 def test_question_spaces_are_large_enough():
@@ -83,8 +85,9 @@ def test_errors_name_the_problem(monkeypatch):
         generate_split("sort_wrods", "train", 1)
     with pytest.raises(ValueError, match="split"):
         generate_split("sort_words", "test", 1)
-    tiny = generated.GeneratedTask("tiny", "counting", "generic_qa", False, False, "three questions",
-                                   generate=lambda rng: generated._qa(f"Q{rng.randrange(3)}?", "a"))
+    tiny = collection.GeneratedTask("tiny", "counting", "generic_qa", False, False, "three questions",
+                                    generate=lambda rng: {"question": f"Q{rng.randrange(3)}?", "answer": "a",
+                                                          "options": (), "rationale": ""})
     monkeypatch.setitem(GENERATED_TASKS, "tiny", tiny)
     assert len(generate_split("tiny", "train", 1)) == 1
     with pytest.raises(ValueError, match="too small"):
@@ -92,10 +95,10 @@ def test_errors_name_the_problem(monkeypatch):
 
 
 def test_seeds_are_stable_hashes():
-    assert generated.derive_seed(0, "a", "train") == generated.derive_seed(0, "a", "train")
-    assert generated.derive_seed(0, "a", "train") != generated.derive_seed(0, "a", "validation")
+    assert collection.derive_seed(0, "a", "train") == collection.derive_seed(0, "a", "train")
+    assert collection.derive_seed(0, "a", "train") != collection.derive_seed(0, "a", "validation")
     # sha256-derived: a fixed value, the same in every process (Python's hash() would change per process)
-    assert generated.derive_seed("x") == int.from_bytes(
+    assert collection.derive_seed("x") == int.from_bytes(
         __import__("hashlib").sha256(b"x").digest()[:8], "big") >> 1
 
 
@@ -207,7 +210,7 @@ def _check(name, ex):
 
 def test_answers_are_correct(samples):
     for name in GENERATED_TASKS:
-        for split in generated.SPLITS:
+        for split in collection.SPLITS:
             for ex in samples[name][split]:
                 _check(name, ex)
 
@@ -231,9 +234,9 @@ def test_answers_are_not_trivial(samples):
 # --------------------------------------------------------------------------------------------------------
 def test_every_variant_renders_and_is_deterministic():
     for name in GENERATED_TASKS:
-        variants = generated.task_variants(name)
+        variants = rendering.task_variants(name)
         assert set(templates.TEMPLATE_TYPES) <= set(variants)
-        assert (set(generated.COT_VARIANTS) <= set(variants)) == GENERATED_TASKS[name].has_cot
+        assert (set(rendering.COT_VARIANTS) <= set(variants)) == GENERATED_TASKS[name].has_cot
         exs = generate_split(name, "validation", 4, seed=0)
         for v in variants:
             recs = render_split(name, v, "validation", 4, seed=0)
@@ -244,7 +247,7 @@ def test_every_variant_renders_and_is_deterministic():
                 assert ex["question"] in r["inputs"]
                 if v.endswith("_opt") and ex["options"]:
                     assert all(o in r["inputs"] for o in ex["options"])
-                if v in generated.COT_VARIANTS:
+                if v in rendering.COT_VARIANTS:
                     assert templates.extract_cot_answer(r["targets"]) == r["answer"]
 
 

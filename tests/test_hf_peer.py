@@ -23,9 +23,10 @@ transformers = pytest.importorskip("transformers", reason="the HF peer tests nee
 
 from safetensors.numpy import load_file, save_file  # noqa: E402
 
-from flan_mix.infer import decoding  # noqa: E402
 from flan_mix.kernels import reference  # noqa: E402
 from flan_mix.models import convert  # noqa: E402
+from flan_mix.models.base import DecodingConfig  # noqa: E402
+from flan_mix.models.encoder_decoder import EncoderDecoderModel  # noqa: E402
 from flan_mix.models.t5 import T5Config, Transformer  # noqa: E402
 
 LOGIT_ATOL = 1e-4
@@ -174,8 +175,8 @@ def test_greedy_decode_matches_hf_generate(hf_model, params, batch):
     theirs = out.sequences.numpy()
     assert (theirs[:, 0] == 0).all()  # HF returns the decoder start token first
     theirs = np.pad(theirs[:, 1:], ((0, 0), (0, MAX_DECODE_LEN + 1 - theirs.shape[1])))
-    ours = np.asarray(decoding.decode(Transformer(OURS), params, jnp.asarray(enc), jax.random.PRNGKey(0),
-                                      max_decode_len=MAX_DECODE_LEN))
+    ours = np.asarray(EncoderDecoderModel(OURS).predict(params, {"encoder_input_tokens": jnp.asarray(enc)},
+                                                        DecodingConfig(max_decode_len=MAX_DECODE_LEN)))
     np.testing.assert_array_equal(ours, theirs)
     # The comparison covers rows that stop at EOS at different steps and a row that runs to the
     # length limit (HF pads finished rows with 0, as we do).
@@ -274,3 +275,25 @@ def test_config_refuses_what_is_not_t5_1_1(tmp_path):
     (tmp_path / convert.CONFIG_NAME).write_text(json.dumps({**base, "feed_forward_proj": "relu"}))
     with pytest.raises(convert.CheckpointError, match=str(tmp_path / convert.CONFIG_NAME)):
         convert.load_hf_checkpoint(tmp_path)
+
+
+def test_score_matches_hf_log_likelihoods(hf_model, params, batch):
+    """Model.score: per-example sums and means of target log-probabilities, as HF computes them."""
+    model = EncoderDecoderModel(OURS)
+    ours = model.score(params, {"encoder_input_tokens": batch["enc"], "decoder_input_tokens": batch["dec_in"],
+                                "decoder_target_tokens": batch["targets"],
+                                "decoder_loss_weights": batch["dec_mask"]})
+    logp = torch.log_softmax(torch.tensor(_hf_logits(hf_model, batch), dtype=torch.float64), dim=-1).numpy()
+    token_logp = np.take_along_axis(logp, batch["targets"][..., None], axis=-1)[..., 0] * batch["dec_mask"]
+    counts = batch["dec_mask"].sum(-1)
+    np.testing.assert_array_equal(np.asarray(ours["num_tokens"]), counts)
+    np.testing.assert_allclose(np.asarray(ours["sum_logprob"]), token_logp.sum(-1), rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(np.asarray(ours["mean_logprob"]), token_logp.sum(-1) / counts, rtol=1e-5, atol=1e-4)
+    # HF's own loss (mean token cross entropy with -100 on padding) is minus the mean log-likelihood.
+    labels = np.where(batch["dec_mask"] == 1, batch["targets"], -100)
+    for row in range(len(counts)):
+        with torch.no_grad():
+            out = hf_model(input_ids=torch.tensor(batch["enc"][row:row + 1], dtype=torch.long),
+                           attention_mask=torch.tensor(batch["enc_mask"][row:row + 1], dtype=torch.long),
+                           labels=torch.tensor(labels[row:row + 1, :counts[row]], dtype=torch.long))
+        assert float(ours["mean_logprob"][row]) == pytest.approx(-float(out.loss), rel=1e-5, abs=1e-4)

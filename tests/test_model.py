@@ -95,15 +95,40 @@ def test_cudnn_refuses_what_it_cannot_express():
 
 def test_cached_decoding_matches_teacher_forcing(model_and_params):
     """Greedy decoding with the KV cache picks, at every step, the argmax of a full teacher-forced pass."""
-    from flan_mix.infer import decoding
+    from flan_mix.models.base import DecodingConfig
+    from flan_mix.models.encoder_decoder import EncoderDecoderModel
     model, params, _ = model_and_params
     rng = np.random.default_rng(5)
     enc = rng.integers(2, 128, (3, 20)).astype(np.int32)
     enc[1, 12:] = 0  # padding
-    out = np.asarray(decoding.decode(model, params, enc, jax.random.PRNGKey(0), max_decode_len=10))
+    out = np.asarray(EncoderDecoderModel(model.config).predict(
+        params, {"encoder_input_tokens": enc}, DecodingConfig(max_decode_len=10)))
     dec_in = np.concatenate([np.zeros((3, 1), np.int32), out[:, :-1]], axis=1)
     logits = model.apply({"params": params}, enc, dec_in, np.ones_like(dec_in))
     expected = np.argmax(np.asarray(logits), -1)
     for b in range(3):
         n = list(out[b]).index(1) + 1 if 1 in out[b] else 10
         np.testing.assert_array_equal(out[b, :n], expected[b, :n])
+
+
+def test_kernel_block_sizes_come_from_gin(monkeypatch):
+    """build_model.attention_block_sizes = @BlockSizes() reaches the Pallas kernel call."""
+    import gin
+    import flan_mix.configurables  # noqa: F401  (registers BlockSizes)
+    from flan_mix.kernels import flash_attention
+    from flan_mix.models.build import build_model
+    gin.parse_config(["build_model.config = @T5Config()", "build_model.attention_impl = 'pallas'",
+                      "build_model.attention_block_sizes = @BlockSizes()", "BlockSizes.block_q = 64",
+                      "BlockSizes.block_k = 32", "T5Config.emb_dim = 32", "T5Config.num_heads = 2",
+                      "T5Config.head_dim = 16", "T5Config.mlp_dim = 64", "T5Config.num_encoder_layers = 1",
+                      "T5Config.num_decoder_layers = 1"])
+    model = build_model(vocab_size=100)
+    assert model.config.vocab_size == 128 and model.config.attention_impl == "pallas"
+    seen = []
+    real = flash_attention.flash_attention
+    monkeypatch.setattr(flash_attention, "flash_attention",
+                        lambda *a, **kw: seen.append(kw["block_sizes"]) or real(*a, **kw))
+    batch = packed_batch(np.random.default_rng(0), batch=1, enc_len=16, dec_len=8)
+    params = model.init_params(jax.random.PRNGKey(0))
+    model.logits(params, batch)
+    assert seen and all(b.block_q == 64 and b.block_k == 32 for b in seen)

@@ -10,9 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-import run
-from flan_mix.train import checkpoints, loop, optim, partitioning
-from flan_mix.train.trainer import Trainer
+from flan_mix import launcher
+from flan_mix.train import loop
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,13 +21,13 @@ SMALL = [
     "T5Config.num_encoder_layers = 1", "T5Config.num_decoder_layers = 1",
     "TASK_FEATURE_LENGTHS = {'inputs': 128, 'targets': 32}", "BATCH_SIZE = 4",
     "register_generated_tasks.num_train = 40", "register_generated_tasks.num_validation = 10",
-    "train.log_every_steps = 1", "train.evaluate_after = False", "Checkpointer.save_every_steps = 3",
+    "train.log_every_steps = 1", "Checkpointer.save_every_steps = 3",
 ]
 
 
 def configure(model_dir, *bindings):
     gin.clear_config()
-    run.parse_gin([run.DEFAULT_GIN], SMALL + [f"MODEL_DIR = '{model_dir}'", *bindings])
+    launcher.parse_gin([launcher.DEFAULT_GIN], SMALL + [f"MODEL_DIR = '{model_dir}'", *bindings])
 
 
 def losses(model_dir):
@@ -37,11 +36,8 @@ def losses(model_dir):
 
 
 def restored_params(model_dir):
-    from flan_mix.data import registration
-    model = loop.build_model(vocabulary=registration.register_all())
-    trainer = Trainer(model, optim.make_optimizer()[0], partitioning.make_mesh(), partitioning.logical_axis_rules())
-    abstract, _ = trainer.abstract_state(loop.batch_shapes({"inputs": 128, "targets": 32}, 4))
-    return checkpoints.restore_params(loop.checkpoint_step_dir(model_dir, None), abstract.params)
+    from flan_mix.infer.loading import load_model
+    return load_model(model_dir).params
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests for flan_mix.data.sources: real CoT TSVs, NIv2 task files, TFDS (mock data), HF (P3)."""
+"""Tests for flan_mix.data.flan.sources: real CoT TSVs, NIv2 task files, TFDS (mock data), HF (P3)."""
 
 import json
 import logging
@@ -12,7 +12,15 @@ tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
 seqio = pytest.importorskip("seqio")
 
-from flan_mix.data import catalog, sources  # noqa: E402
+from flan_mix.data import tf_errors  # noqa: E402
+from flan_mix.data.data_errors import MalformedDataError, MissingDataError, OptionalDependencyError  # noqa: E402
+from flan_mix.data.flan import catalog  # noqa: E402
+from flan_mix.data.flan.sources import base, cot, niv2_files  # noqa: E402
+from flan_mix.data.flan.sources.by_kind import source_for_task  # noqa: E402
+from flan_mix.data.flan.sources.cot import cot_tsv_source  # noqa: E402
+from flan_mix.data.flan.sources.hf import hf_source  # noqa: E402
+from flan_mix.data.flan.sources.niv2 import niv2_source  # noqa: E402
+from flan_mix.data.flan.sources.tfds import tfds_source  # noqa: E402
 
 SHARED = Path(__file__).parents[1] / ".." / "shared" / "data"
 COT_DIR = SHARED / "flan" / "cot"
@@ -57,23 +65,23 @@ def _check_shards(source, num_shards, **kwargs):
 def test_real_cot_tsvs_load(cat):
     loaded = 0
     for rec in cat.by_submixture("cot"):
-        src = sources.source_for_task(rec, cot_dir=COT_DIR)
+        src = source_for_task(rec, cot_dir=COT_DIR)
         if not (COT_DIR / rec.loader.name).is_file():
-            with pytest.raises(sources.MissingDataError) as e:
+            with pytest.raises(MissingDataError) as e:
                 src.get_dataset()
             msg = str(e.value)
             assert rec.name in msg and rec.loader.name in msg and "flan/v2/cot_data" in msg
             continue
-        columns = {f: [] for f in sources.COT_FIELDS}
+        columns = {f: [] for f in cot.COT_FIELDS}
         for batch in src.get_dataset(shuffle=False).batch(4096).as_numpy_iterator():
-            for f in sources.COT_FIELDS:
+            for f in cot.COT_FIELDS:
                 columns[f].extend(batch[f])
         examples = [dict(zip(columns, values)) for values in zip(*columns.values())]
         assert len(examples) == rec.example_count == src.num_input_examples("train")
         lines = (COT_DIR / rec.loader.name).read_text(encoding="utf-8").splitlines()
         # First and last line come through unchanged, in file order.
         for ex, line in ((examples[0], lines[0]), (examples[-1], lines[-1])):
-            assert [ex[f].decode() for f in sources.COT_FIELDS] == line.split("\t")
+            assert [ex[f].decode() for f in cot.COT_FIELDS] == line.split("\t")
         assert all(ex["question"] and ex["answer"] and ex["rationale"] for ex in examples)
         loaded += 1
     assert loaded == 7
@@ -81,7 +89,7 @@ def test_real_cot_tsvs_load(cat):
 
 @needs_cot
 def test_real_cot_shards_disjoint_and_cover(cat):
-    src = sources.source_for_task(cat.get("stream_qasc"), cot_dir=COT_DIR)
+    src = source_for_task(cat.get("stream_qasc"), cot_dir=COT_DIR)
     for n in (2, 3):
         _check_shards(src, n, shuffle=True, seed=7)
 
@@ -93,7 +101,7 @@ def _write_tsv(path, lines):
 
 def test_cot_determinism_and_order(tmp_path):
     _write_tsv(tmp_path / "toy_train.tsv", [f"q{i}\ta{i}\tr{i}" for i in range(50)])
-    src = sources.cot_tsv_source("toy", tmp_path, "toy_train.tsv")
+    src = cot_tsv_source("toy", tmp_path, "toy_train.tsv")
     in_order = [r[1][1] for r in _rows(src.get_dataset(shuffle=False))]
     assert in_order == [f"q{i}" for i in range(50)]
     a = _rows(src.get_dataset(shuffle=True, seed=1))
@@ -115,34 +123,34 @@ def test_cot_determinism_and_order(tmp_path):
 )
 def test_cot_malformed_line_names_file_and_line(tmp_path, bad_line, problem):
     path = _write_tsv(tmp_path / "bad_train.tsv", ["q1\ta1\tr1", "q2\ta2\tr2", bad_line, "q4\ta4\tr4"])
-    with pytest.raises(sources.MalformedDataError) as e:
-        sources.cot_tsv_source("bad", tmp_path, "bad_train.tsv").get_dataset()
+    with pytest.raises(MalformedDataError) as e:
+        cot_tsv_source("bad", tmp_path, "bad_train.tsv").get_dataset()
     assert str(e.value).startswith(f"{path}:line 3: ")
     assert problem in str(e.value)
 
 
 def test_cot_invalid_utf8(tmp_path):
     (tmp_path / "u_train.tsv").write_bytes(b"q\ta\tr\n\xff\xfe\ta\tr\n")
-    with pytest.raises(sources.MalformedDataError, match="line 2: invalid UTF-8"):
-        sources.read_cot_tsv(tmp_path / "u_train.tsv")
+    with pytest.raises(MalformedDataError, match="line 2: invalid UTF-8"):
+        cot.read_cot_tsv(tmp_path / "u_train.tsv")
 
 
 def test_cot_skip_malformed_is_explicit_and_logged(tmp_path, caplog):
     _write_tsv(tmp_path / "s_train.tsv", ["q1\ta1\tr1", "broken", "q3\ta3\tr3", "also broken"])
-    src = sources.cot_tsv_source("skippy", tmp_path, "s_train.tsv", skip_malformed=True)
-    with caplog.at_level(logging.WARNING, logger="flan_mix.data.sources"):
+    src = cot_tsv_source("skippy", tmp_path, "s_train.tsv", skip_malformed=True)
+    with caplog.at_level(logging.WARNING, logger="flan_mix.data.data_errors"):
         got = [r[1][1] for r in _rows(src.get_dataset(shuffle=False))]
     assert got == ["q1", "q3"]
     assert "skipped 2 malformed record(s)" in caplog.text and "skippy" in caplog.text
 
 
 def test_cot_missing_data(tmp_path):
-    with pytest.raises(sources.MissingDataError, match=r"Task 'cot_x': no CoT data directory was given"):
-        sources.cot_tsv_source("cot_x", None, "x_train.tsv").get_dataset()
-    with pytest.raises(sources.MissingDataError, match=r"x_train.tsv is not in .*google-research/FLAN"):
-        sources.cot_tsv_source("cot_x", tmp_path, "x_train.tsv").get_dataset()
-    with pytest.raises(sources.MissingDataError, match="does not exist"):
-        sources.cot_tsv_source("cot_x", tmp_path / "nope", "x_train.tsv").get_dataset()
+    with pytest.raises(MissingDataError, match=r"Task 'cot_x': no CoT data directory was given"):
+        cot_tsv_source("cot_x", None, "x_train.tsv").get_dataset()
+    with pytest.raises(MissingDataError, match=r"x_train.tsv is not in .*google-research/FLAN"):
+        cot_tsv_source("cot_x", tmp_path, "x_train.tsv").get_dataset()
+    with pytest.raises(MissingDataError, match="does not exist"):
+        cot_tsv_source("cot_x", tmp_path / "nope", "x_train.tsv").get_dataset()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,7 +194,7 @@ def _write_niv2(root, name, task, **dump_kwargs):
 
 def test_niv2_task_file_loads(tmp_path):
     _write_niv2(tmp_path, "task901_toy_qa", _niv2_task())
-    src = sources.niv2_source("task901_toy_qa", tmp_path)  # the clone root
+    src = niv2_source("task901_toy_qa", tmp_path)  # the clone root
     examples = list(src.get_dataset(shuffle=False).as_numpy_iterator())
     assert len(examples) == 12 == src.num_input_examples("train")
     first = examples[0]
@@ -198,9 +206,9 @@ def test_niv2_task_file_loads(tmp_path):
     assert [x.decode() for x in first["pos_outputs"]] == ["Rain", "Ève"]
     assert first["pos_explanations"][1] == "Accents survive.".encode()
     # Also accepts the tasks/ directory itself, and the whole-file reader agrees.
-    again = list(sources.niv2_source("task901_toy_qa", tmp_path / "tasks").get_dataset(shuffle=False).as_numpy_iterator())
+    again = list(niv2_source("task901_toy_qa", tmp_path / "tasks").get_dataset(shuffle=False).as_numpy_iterator())
     assert [e["input"] for e in again] == [e["input"] for e in examples]
-    task = sources.read_niv2_task(tmp_path / "tasks" / "task901_toy_qa.json")
+    task = niv2_files.read_niv2_task(tmp_path / "tasks" / "task901_toy_qa.json")
     assert [i.outputs for i in task.instances] == [(f"item {i}", f"#{i}") for i in range(12)]
     assert task.positive_examples[1].input == "Passage: Ève lit. Question: Who reads?"
 
@@ -210,19 +218,19 @@ def test_niv2_compact_json_and_string_definition(tmp_path):
     path = tmp_path / "tasks" / "task902_compact.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(task, separators=(",", ":")), encoding="utf-8")  # ASCII-escaped, no whitespace
-    ex = list(sources.niv2_source("task902_compact", tmp_path).get_dataset(shuffle=False).as_numpy_iterator())
+    ex = list(niv2_source("task902_compact", tmp_path).get_dataset(shuffle=False).as_numpy_iterator())
     assert len(ex) == 5 and ex[4]["input"].decode() == "Passage: item 4 — naïve. Question: which?"
     assert ex[0]["definition"] == b"One string definition."
 
 
 def test_niv2_shards_determinism_and_max_instances(tmp_path):
     _write_niv2(tmp_path, "task903_shards", _niv2_task(23))
-    src = sources.niv2_source("task903_shards", tmp_path)
+    src = niv2_source("task903_shards", tmp_path)
     full, _ = _check_shards(src, 4, shuffle=True, seed=11)
     assert len(full) == 23
     assert _rows(src.get_dataset(seed=5)) == _rows(src.get_dataset(seed=5))
     assert _rows(src.get_dataset(seed=5)) != _rows(src.get_dataset(seed=6))
-    capped = sources.niv2_source("task903_shards", tmp_path, max_instances=10)
+    capped = niv2_source("task903_shards", tmp_path, max_instances=10)
     assert len(_rows(capped.get_dataset(shuffle=False))) == 10 == capped.num_input_examples("train")
 
 
@@ -244,8 +252,8 @@ def test_niv2_malformed_fields(tmp_path, mutate, location, problem):
     task = _niv2_task(8)
     mutate(task)
     path = _write_niv2(tmp_path, "task904_bad", task)
-    with pytest.raises(sources.MalformedDataError) as e:
-        sources.niv2_source("task904_bad", tmp_path).validate()
+    with pytest.raises(MalformedDataError) as e:
+        niv2_source("task904_bad", tmp_path).validate()
     assert str(e.value).startswith(f"{path}:{location}: "), str(e.value)
     assert problem in str(e.value)
 
@@ -256,8 +264,8 @@ def test_niv2_invalid_json_names_line(tmp_path):
     k = next(i for i, l in enumerate(lines) if '"task901-0002"' in l)
     lines[k] = lines[k].rstrip(",")  # drop a comma between two keys
     path.write_text("\n".join(lines), encoding="utf-8")
-    with pytest.raises(sources.MalformedDataError) as e:
-        sources.read_niv2_task(path)
+    with pytest.raises(MalformedDataError) as e:
+        niv2_files.read_niv2_task(path)
     assert f"{path}:line {k + 2}, column" in str(e.value) and "invalid JSON" in str(e.value)
 
 
@@ -265,8 +273,11 @@ def test_niv2_malformed_error_surfaces_during_iteration(tmp_path):
     task = _niv2_task(4)
     task["Instances"][2]["output"] = "not a list"
     path = _write_niv2(tmp_path, "task906_lazy", task)
-    ds = sources.niv2_source("task906_lazy", tmp_path).get_dataset()  # lazy: nothing read yet
-    with pytest.raises(Exception) as e:
+    ds = niv2_source("task906_lazy", tmp_path).get_dataset()  # lazy: nothing read yet
+    with pytest.raises(MalformedDataError) as e:  # the original error, not TensorFlow's wrapper of it
+        list(tf_errors.numpy_rows(ds))
+    assert str(e.value).startswith(f"{path}:field Instances[2].output")
+    with pytest.raises(tf.errors.OpError) as e:  # iterated without numpy_rows: TensorFlow's error, text kept
         list(ds)
     assert f"{path}:field Instances[2].output" in str(e.value)
 
@@ -276,25 +287,25 @@ def test_niv2_skip_malformed_logs_count(tmp_path, caplog):
     task["Instances"][1]["output"] = []
     task["Instances"][4]["output"] = "x"
     _write_niv2(tmp_path, "task907_skip", task)
-    src = sources.niv2_source("task907_skip", tmp_path, skip_malformed=True)
-    with caplog.at_level(logging.WARNING, logger="flan_mix.data.sources"):
+    src = niv2_source("task907_skip", tmp_path, skip_malformed=True)
+    with caplog.at_level(logging.WARNING, logger="flan_mix.data.data_errors"):
         ids = [e["id"].decode() for e in src.get_dataset(shuffle=False).as_numpy_iterator()]
     assert ids == ["task901-0000", "task901-0002", "task901-0003", "task901-0005"]
     assert "skipped 2 malformed record(s)" in caplog.text
 
 
 def test_niv2_missing_data(tmp_path):
-    with pytest.raises(sources.MissingDataError) as e:
-        sources.niv2_source("task908_x", None).get_dataset()
+    with pytest.raises(MissingDataError) as e:
+        niv2_source("task908_x", None).get_dataset()
     assert "task908_x" in str(e.value) and "git clone" in str(e.value) and "allenai/natural-instructions" in str(e.value)
     (tmp_path / "tasks").mkdir()
-    with pytest.raises(sources.MissingDataError, match=r"task file .*task908_x.json does not exist"):
-        sources.niv2_source("task908_x", tmp_path).get_dataset()
+    with pytest.raises(MissingDataError, match=r"task file .*task908_x.json does not exist"):
+        niv2_source("task908_x", tmp_path).get_dataset()
 
 
 def test_niv2_file_changed_after_indexing(tmp_path):
     path = _write_niv2(tmp_path, "task909_changed", _niv2_task(3))
-    src = sources.niv2_source("task909_changed", tmp_path)
+    src = niv2_source("task909_changed", tmp_path)
     src.validate()
     _write_niv2(tmp_path, "task909_changed", _niv2_task(30))
     os.utime(path, ns=(1, 1))
@@ -305,7 +316,7 @@ def test_niv2_file_changed_after_indexing(tmp_path):
 def test_niv2_source_for_catalog_record(cat, tmp_path):
     rec = cat.get("task067_abductivenli_answer_generation")
     _write_niv2(tmp_path, rec.name, _niv2_task(3))
-    src = sources.source_for_task(rec, niv2_dir=tmp_path)
+    src = source_for_task(rec, niv2_dir=tmp_path)
     assert len(list(src.get_dataset())) == 3
 
 
@@ -316,7 +327,7 @@ def test_niv2_source_for_catalog_record(cat, tmp_path):
 def test_tfds_source_on_mock_data(cat, tmp_path):
     rec = cat.get("rte")  # super_glue/rte: premise, hypothesis, label (ClassLabel)
     with tfds.testing.mock_data(num_examples=13):
-        src = sources.source_for_task(rec, tfds_data_dir=tmp_path)
+        src = source_for_task(rec, tfds_data_dir=tmp_path)
         ds = src.get_dataset(shuffle=False)
         assert ds.element_spec == {k: tf.TensorSpec([], tf.string) for k in ("premise", "hypothesis", "label")}
         examples = list(ds.as_numpy_iterator())
@@ -324,32 +335,38 @@ def test_tfds_source_on_mock_data(cat, tmp_path):
         assert {e["label"] for e in examples} <= {b"0", b"1"}
         full, _ = _check_shards(src, 3, shuffle=False)
         assert len(full) == 13
+        # The Python path (what the mixture streamer reads) gives the same examples in the same order.
+        rows = list(src.iter_examples(shuffle=True, seed=4, num_epochs=2))
+        once = list(src.get_dataset(shuffle=True, seed=4).as_numpy_iterator())
+        assert len(rows) == 26 and [r["premise"] for r in rows[:13]] == [e["premise"] for e in once]
 
 
 def test_tfds_nested_vector_and_bool_fields(cat, tmp_path):
     with tfds.testing.mock_data(num_examples=4):
-        squad = sources.source_for_task(cat.get("squad_v2"), tfds_data_dir=tmp_path / "a").get_dataset(shuffle=False)
+        squad = source_for_task(cat.get("squad_v2"), tfds_data_dir=tmp_path / "a").get_dataset(shuffle=False)
         assert squad.element_spec["answers"] == tf.TensorSpec([None], tf.string)
         assert squad.element_spec["is_impossible"] == tf.TensorSpec([], tf.string)
         assert {e["is_impossible"] for e in squad.as_numpy_iterator()} <= {b"true", b"false"}
-        boolq = sources.source_for_task(cat.get("bool_q"), tfds_data_dir=tmp_path / "b").get_dataset(shuffle=False)
+        boolq = source_for_task(cat.get("bool_q"), tfds_data_dir=tmp_path / "b").get_dataset(shuffle=False)
         assert {e["answer"] for e in boolq.as_numpy_iterator()} <= {b"true", b"false"}
 
 
 def test_tfds_bad_field_path_lists_available(tmp_path):
     with tfds.testing.mock_data(num_examples=2):
-        src = sources.tfds_source("rte_bad", "super_glue/rte:1.0.2", "train", {"premise": "premis"}, tmp_path)
+        src = tfds_source("rte_bad", "super_glue/rte:1.0.2", "train", {"premise": "premis"}, tmp_path)
         with pytest.raises(ValueError, match=r"Task 'rte_bad': field 'premise' reads feature 'premis'.*available: .*hypothesis"):
             src.get_dataset()
 
 
 def test_tfds_missing_data(cat, tmp_path):
-    src = sources.source_for_task(cat.get("cb"), tfds_data_dir=tmp_path / "empty_tfds")
-    with pytest.raises(sources.MissingDataError) as e:
+    src = source_for_task(cat.get("cb"), tfds_data_dir=tmp_path / "empty_tfds")
+    with pytest.raises(MissingDataError) as e:
         src.get_dataset()
     msg = str(e.value)
     assert "Task 'cb'" in msg and "super_glue/cb:1.0.2" in msg and "not prepared" in msg
     assert "tfds build super_glue/cb" in msg
+    with pytest.raises(MissingDataError, match=r"empty_tfds/super_glue/cb/1.0.2 does not exist"):
+        src.check_available()  # the registration-time check (allow_missing_tasks) reads nothing
 
 
 def test_every_catalog_tfds_spec_matches_builder_features(cat):
@@ -387,8 +404,8 @@ def test_hf_without_datasets_package_raises_clearly(cat):
         pytest.skip("the `datasets` package is installed here")
     except ImportError:
         pass
-    src = sources.source_for_task(cat.get("social_i_qa_Generate_answer"))
-    with pytest.raises(sources.OptionalDependencyError) as e:
+    src = source_for_task(cat.get("social_i_qa_Generate_answer"))
+    with pytest.raises(OptionalDependencyError) as e:
         src.get_dataset()
     assert "social_i_qa_Generate_answer" in str(e.value) and "pip install datasets" in str(e.value)
 
@@ -406,7 +423,7 @@ def test_hf_source_with_injected_loader(cat):
 
     rec = cat.get("social_i_qa_Generate_answer")
     fmap = dict(rec.loader.field_map, choices="answer_choices")
-    src = sources.hf_source(rec.name, rec.loader.name, rec.loader.config, "train", fmap, load_fn=load)
+    src = hf_source(rec.name, rec.loader.name, rec.loader.config, "train", fmap, load_fn=load)
     ds = src.get_dataset(shuffle=False)
     assert ds.element_spec["choices"] == tf.TensorSpec([None], tf.string)
     got = list(ds.as_numpy_iterator())
@@ -419,32 +436,54 @@ def test_hf_missing_dataset(cat):
     def load(name, config, split):
         raise FileNotFoundError("no cached copy")
 
-    src = sources.hf_source("p3_x", "bigscience/P3", "p3_x", "train", {"inputs": "inputs_pretokenized"}, load_fn=load)
-    with pytest.raises(sources.MissingDataError, match=r"Task 'p3_x': HF dataset 'bigscience/P3'.*HF_DATASETS_OFFLINE=1"):
+    src = hf_source("p3_x", "bigscience/P3", "p3_x", "train", {"inputs": "inputs_pretokenized"}, load_fn=load)
+    with pytest.raises(MissingDataError, match=r"Task 'p3_x': HF dataset 'bigscience/P3'.*HF_DATASETS_OFFLINE=1"):
         src.get_dataset()
 
 
 # ---------------------------------------------------------------------------------------------
 
 
+def test_every_loader_kind_is_an_example_source(cat, tmp_path):
+    """One declared interface: whatever the kind, a source is a seqio.DataSource and a base.ExampleSource."""
+    first = {}
+    for rec in cat.enabled():
+        first.setdefault(rec.loader.kind, rec)
+    assert set(first) == {"tfds", "hf", "niv2", "cot_tsv"}
+    for kind, rec in first.items():
+        src = source_for_task(rec, tfds_data_dir=tmp_path, niv2_dir=tmp_path, cot_dir=tmp_path)
+        assert isinstance(src, base.ExampleSource) and isinstance(src, seqio.DataSource), kind
+    assert not isinstance(object(), base.ExampleSource)
+
+
+def test_data_errors_share_one_base_and_keep_theirs():
+    from flan_mix.data.data_errors import DataError
+
+    for err, builtin in ((MissingDataError("t", "x", "y"), FileNotFoundError),
+                         (MalformedDataError("f", "line 1", "p"), ValueError),
+                         (OptionalDependencyError("no datasets"), ImportError),
+                         (catalog.CatalogError("c.csv:2: bad"), ValueError)):
+        assert isinstance(err, DataError) and isinstance(err, builtin), type(err)
+
+
 def test_errors_pickle():
     import pickle
 
-    e = pickle.loads(pickle.dumps(sources.MissingDataError("t", "x is missing", "get x")))
+    e = pickle.loads(pickle.dumps(MissingDataError("t", "x is missing", "get x")))
     assert str(e) == "Task 't': x is missing. get x" and e.task == "t"
-    m = pickle.loads(pickle.dumps(sources.MalformedDataError("f.tsv", "line 3", "bad")))
+    m = pickle.loads(pickle.dumps(MalformedDataError("f.tsv", "line 3", "bad")))
     assert str(m) == "f.tsv:line 3: bad" and m.location == "line 3"
 
 
 def test_unavailable_task_has_no_source(cat):
-    with pytest.raises(sources.MissingDataError, match="Task 'task_master': no loader exists.*legal"):
-        sources.source_for_task(cat.get("task_master"))
+    with pytest.raises(MissingDataError, match="Task 'task_master': no loader exists.*legal"):
+        source_for_task(cat.get("task_master"))
 
 
 def test_sources_work_inside_a_seqio_task(tmp_path):
     """A seqio Task passes ShardInfo straight to the source (supports_arbitrary_sharding)."""
     _write_tsv(tmp_path / "t_train.tsv", [f"q{i}\ta{i}\tr{i}" for i in range(9)])
-    src = sources.cot_tsv_source("t", tmp_path, "t_train.tsv")
+    src = cot_tsv_source("t", tmp_path, "t_train.tsv")
     task = seqio.Task(
         "flan_mix_test_sources_cot_task",
         source=src,
@@ -460,3 +499,26 @@ def test_sources_work_inside_a_seqio_task(tmp_path):
         seqio.TaskRegistry.remove("flan_mix_test_sources_cot_task")
     assert sorted(shards[0] + shards[1]) == sorted(f"q{i}".encode() for i in range(9))
     assert not set(shards[0]) & set(shards[1])
+
+
+def test_errors_inside_tf_data_reach_the_caller_as_themselves():
+    def inner():
+        yield b"a"
+        raise MalformedDataError("/data/x.json", "line 7, column 3", "invalid JSON: Expecting ',' delimiter")
+
+    def outer():  # a generator that reads another dataset, as the Flan render step reads its source
+        yield from tf_errors.numpy_rows(tf_errors.from_generator(inner, tf.TensorSpec([], tf.string)))
+
+    ds = tf_errors.from_generator(outer, tf.TensorSpec([], tf.string)).map(lambda s: s + b"!")
+    rows, err = [], None
+    try:
+        for row in tf_errors.numpy_rows(ds):
+            rows.append(row)
+    except MalformedDataError as e:
+        err = e
+    assert rows == [b"a!"] and str(err) == "/data/x.json:line 7, column 3: invalid JSON: Expecting ',' delimiter"
+    # A TensorFlow error of TensorFlow's own stays what it is.
+    bad = tf.data.Dataset.from_tensor_slices([1.0, -1.0]).map(
+        lambda x: tf.debugging.check_numerics(tf.math.log(x), "log"))
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        list(tf_errors.numpy_rows(bad))

@@ -1,5 +1,5 @@
-"""Tests for flan_mix/data/templates.py: hand-worked renderings, determinism, options labels, few-shot, CoT,
-inversion and error messages."""
+"""Tests for the template engine (flan_mix/data/templates.py with its registry, styles and families): hand-worked
+renderings, determinism, options labels, few-shot, CoT, inversion and error messages."""
 
 import dataclasses
 import os
@@ -57,8 +57,9 @@ def test_families_and_counts():
         assert len(plain) == 10, fam
         assert all(t.family == fam for t in tpls)
         assert [t.id for t in plain] == [f"{fam}/zs/{i}" for i in range(10)]
-    assert len(T.get_family("cot").inverted_templates()) == 5
-    assert len(T.get_family("dialog").inverted_templates()) == 5
+    for fam in ("cot", "dialog", "generic_qa", "generic_mc"):
+        assert [t.id for t in T.get_family(fam).inverted_templates()] == [f"{fam}/inv/{i}" for i in range(5)]
+    assert not T.get_family("niv2").invertible
     ids = [t.id for f in T.families() for t in T.templates_for(f)]
     assert len(ids) == len(set(ids))
     assert T.TEMPLATE_TYPES == ("zs_opt", "zs_noopt", "fs_opt", "fs_noopt")
@@ -222,7 +223,7 @@ def test_every_template_renders_with_every_type(family):
                 assert "\ue000" not in inp and "{" not in inp and "}" not in inp
                 assert inp == inp.rstrip()
                 if tpl.inverted:
-                    want = ex["question"] if family == "cot" else ex["context"]
+                    want = ex["context"] if family == "dialog" else ex["question"]
                     assert tgt == want
                 elif fam.always_cot:
                     assert tgt.startswith(ex["rationale"]) and tgt.endswith(ex["answer"] + ".")
@@ -235,7 +236,7 @@ def test_every_template_renders_with_every_type(family):
                     for e in exemplars:
                         key = {"niv2": "input", "dialog": "context"}.get(family, "question")
                         if tpl.inverted:
-                            key = {"cot": "rationale", "dialog": "response"}[family]
+                            key = {"cot": "rationale", "dialog": "response"}.get(family, "answer")
                         assert e[key] in inp
 
 
@@ -436,13 +437,31 @@ def test_dialog_inversion_and_plain():
         assert inv["targets"] == DIALOG["context"] and DIALOG["response"] in inv["inputs"]
         plain = T.format_example(DIALOG, family="dialog", template_type="zs_opt", seed=s)
         assert plain["targets"] == DIALOG["response"] and DIALOG["context"] in plain["inputs"]
-    assert T.INVERSION_WEIGHT == 0.3
-    assert [f for f in T.families() if T.get_family(f).invertible] == ["cot", "dialog"]
+    builtin = ("cot", "dialog", "generic_mc", "generic_qa", "niv2")  # collections may register more families
+    assert [f for f in builtin if T.get_family(f).invertible] == ["cot", "dialog", "generic_mc", "generic_qa"]
+
+
+@pytest.mark.parametrize("family,example", [("generic_qa", QA), ("generic_mc", MC)])
+def test_question_inversion_gives_the_answer_and_asks_for_the_question(family, example):
+    out = T.format_example(example, family=family, template_type="zs_opt", seed=0, template_id=f"{family}/inv/1")
+    if family == "generic_qa":
+        assert out["inputs"] == 'What question would have "Paris" as its answer?'
+    for s in range(20):
+        for tt in T.TEMPLATE_TYPES:
+            out = T.format_example(example, family=family, template_type=tt, seed=s, inverted=True,
+                                   exemplars=[example])
+            assert out["template_id"].startswith(f"{family}/inv/") and out["targets"] == example["question"]
+            assert example["answer"] in out["inputs"]
+            assert not any(h in out["inputs"] for h in T.OPTION_HEADERS)  # inverted: never an options block
+    # Inverted templates leave the plain draws alone: seeds 0..11 pick the plain templates they picked before
+    # the family had inverted ones (recorded then), so the generated collection renders as it always did.
+    assert [T.choose(s, family=family).template.id for s in range(12)] == [
+        f"{family}/zs/{i}" for i in (7, 3, 0, 9, 7, 9, 7, 0, 0, 7, 2, 7)]
 
 
 def test_inversion_errors():
     with pytest.raises(ValueError, match="no inverted templates"):
-        T.format_example(QA, family="generic_qa", template_type="zs_opt", seed=0, inverted=True)
+        T.format_example(NIV2, family="niv2", template_type="zs_opt", seed=0, inverted=True)
     with pytest.raises(ValueError, match="not an inverted template"):
         T.format_example(COT, family="cot", template_type="zs_opt", seed=0, inverted=True, template_id="cot/zs/0")
 

@@ -8,28 +8,32 @@ import jax
 import numpy as np
 import pytest
 
-from flan_mix.train import checkpoints, optim, partitioning
-from flan_mix.train.trainer import Trainer, loss_weights_and_denominator, token_losses
-from tests.helpers import packed_batch, tiny_model
+from flan_mix.models.encoder_decoder import EncoderDecoderModel
+from flan_mix.models.losses import loss_weights_and_denominator, token_losses
+from flan_mix.runtime import checkpoints, partitioning
+from flan_mix.train import optim
+from flan_mix.train.trainer import Trainer
+from tests.helpers import TINY, packed_batch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_trainer(num_microbatches=1, mesh=None, emb_dim=32):
-    model = tiny_model(emb_dim=emb_dim)
+def tiny(**overrides) -> EncoderDecoderModel:
+    from flan_mix.models.t5 import T5Config
+    return EncoderDecoderModel(T5Config(**{**TINY, **overrides}))
+
+
+def make_trainer(num_microbatches=1, mesh=None, emb_dim=32, attention_impl="xla"):
+    model = tiny(emb_dim=emb_dim, attention_impl=attention_impl)
     tx, schedule = optim.make_optimizer("adafactor", optim.make_schedule("constant", 1e-2, warmup_steps=0))
     mesh = mesh or partitioning.make_mesh(devices=jax.devices()[:1])
     return Trainer(model, tx, mesh, partitioning.logical_axis_rules(), schedule=schedule,
                    num_microbatches=num_microbatches)
 
 
-def shapes_of(batch):
-    return {k: batch[k].shape for k in ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens")}
-
-
 def run_steps(trainer, batches, seed=0):
-    state = trainer.init_state(seed, shapes_of(batches[0]))
-    _, shardings = trainer.abstract_state(shapes_of(batches[0]))
+    state = trainer.init_state(seed)
+    _, shardings = trainer.abstract_state()
     step = trainer.compile_train_step(shardings, dropout=False)
     losses = []
     for b in batches:
@@ -49,7 +53,8 @@ def test_average_per_sequence_weights():
     batch = {"decoder_loss_weights": np.array([[1, 1, 1, 1, 0]]),
              "decoder_segment_ids": np.array([[1, 1, 1, 2, 0]]),
              "decoder_target_tokens": np.array([[5, 5, 1, 1, 0]])}
-    w, denom = loss_weights_and_denominator(batch, "average_per_sequence")
+    w, denom = loss_weights_and_denominator(batch["decoder_loss_weights"], batch["decoder_segment_ids"],
+                                            "average_per_sequence")
     np.testing.assert_allclose(w, [[1 / 3, 1 / 3, 1 / 3, 1.0, 0.0]], rtol=1e-6)
     assert float(denom) == pytest.approx(2.0)  # two sequences
 
@@ -73,7 +78,7 @@ EIGHT_DEVICE_SCRIPT = """
 import json, sys
 import numpy as np, jax
 sys.path.insert(0, {repo!r})
-from flan_mix.train import partitioning
+from flan_mix.runtime import partitioning
 from tests.helpers import packed_batch
 from tests.test_trainer import make_trainer, run_steps
 assert jax.device_count() == 8, jax.devices()
@@ -105,15 +110,19 @@ def test_checkpoint_roundtrip_and_shape_mismatch(tmp_path):
     ckpt = checkpoints.Checkpointer(str(tmp_path), save_every_steps=1)
     assert ckpt.save(state, force=True)
     ckpt.wait()
-    abstract, _ = trainer.abstract_state(shapes_of(batch))
+    abstract, _ = trainer.abstract_state()
     restored = ckpt.restore_latest(abstract)
     assert int(restored.step) == 2
     for a, b in zip(jax.tree_util.tree_leaves(restored), jax.tree_util.tree_leaves(state)):
         np.testing.assert_array_equal(a, b)
-    params = checkpoints.restore_params(os.path.join(ckpt.directory, "2"), abstract.params)
-    for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(state.params)):
-        np.testing.assert_array_equal(a, b)
-    wider, _ = make_trainer(emb_dim=64).abstract_state(shapes_of(batch))
+    # Params alone, no optimizer: from the model directory (latest step) and from the step directory.
+    for path, step in ((str(tmp_path), None), (str(tmp_path), 2), (os.path.join(ckpt.directory, "2"), None)):
+        params = checkpoints.restore_params(path, step, model=trainer.model, mesh=trainer.mesh)
+        for a, b in zip(jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(state.params)):
+            np.testing.assert_array_equal(a, b)
+    with pytest.raises(FileNotFoundError, match=r"no checkpoint for step 7 .*available: \[2\]"):
+        checkpoints.restore_params(str(tmp_path), 7, model=trainer.model, mesh=trainer.mesh)
+    wider, _ = make_trainer(emb_dim=64).abstract_state()
     with pytest.raises(ValueError, match=r"does not fit the model.*\n.*checkpoint \(32,\), model \(64,\)"):
         ckpt.restore_latest(wider)
     ckpt.close()
@@ -124,8 +133,7 @@ def test_pallas_attention_follows_xla_loss_curve():
     batches = [packed_batch(np.random.default_rng(i), batch=2, enc_len=32, dec_len=16) for i in range(3)]
     curves = {}
     for impl in ("xla", "pallas"):
-        trainer = make_trainer()
-        trainer.model = tiny_model(attention_impl=impl)
+        trainer = make_trainer(attention_impl=impl)
         _, curves[impl] = run_steps(trainer, batches)
     # f32 everywhere; the kernel differs from XLA only in summation order (~1e-6 relative), which
     # three Adafactor steps cannot amplify past 1e-4.

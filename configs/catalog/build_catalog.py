@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 
-from flan_mix.data import catalog as cat  # noqa: E402  (pure python, no TensorFlow)
+from flan_mix.data.flan import catalog as cat  # noqa: E402  (pure python, no TensorFlow)
 
 DEFAULT_INPUT = REPO.parent / "shared" / "data" / "flan" / "flan_collection_info.csv"
 DEFAULT_OUTPUT = HERE / "flan2022_tasks.csv"

@@ -1,5 +1,6 @@
-"""The errors of the data loaders: missing data (what, where, how to get it) and malformed files (file,
-location, problem). Their own module so that the file-format readers and the seqio sources share them."""
+"""The errors the data side shows its users: missing data (what, where, how to get it), malformed files (file,
+location, problem), a missing optional package. One base class, DataError, so that a launcher can print any of
+them as one line instead of a traceback; each keeps the builtin base its callers already catch."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +10,11 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
-class MissingDataError(FileNotFoundError):
+class DataError(Exception):
+    """A data problem the user can fix: the message says what failed, where, and how to fix it."""
+
+
+class MissingDataError(DataError, FileNotFoundError):
     """The data of a task is not where it was looked for."""
 
     def __init__(self, task: str, missing: str, how_to_get: str):
@@ -25,7 +30,7 @@ class MissingDataError(FileNotFoundError):
         return (type(self), (self.task, self.missing, self.how_to_get))
 
 
-class MalformedDataError(ValueError):
+class MalformedDataError(DataError, ValueError):
     """A data file does not follow its format. The message is 'file:location: problem'."""
 
     def __init__(self, file: os.PathLike | str, location: str, problem: str):
@@ -38,7 +43,7 @@ class MalformedDataError(ValueError):
         return (type(self), (self.file, self.location, self.problem))
 
 
-class OptionalDependencyError(ImportError):
+class OptionalDependencyError(DataError, ImportError):
     """An optional package a loader needs is not installed."""
 
 

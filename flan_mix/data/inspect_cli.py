@@ -19,8 +19,9 @@ from collections import defaultdict
 import numpy as np
 import seqio
 
-from flan_mix.data import catalog as catalog_lib
-from flan_mix.data import flan_tasks, pipeline, registration
+from flan_mix.data import pipeline, registration
+from flan_mix.data.flan import catalog as catalog_lib
+from flan_mix.data.flan import flan_tasks
 
 
 def list_registry() -> None:
@@ -39,7 +40,8 @@ def list_registry() -> None:
 
 
 def task_rows(reg: flan_tasks.Registration) -> list[dict]:
-    """One row per registered catalog task: counts, caps and effective rates."""
+    """One row per registered catalog task: counts, caps, the share of input-inverted examples and effective
+    rates."""
     submix = reg.mixtures.get(flan_tasks.SUBMIX_MIXTURE, {})
     rows = []
     for name, rec in reg.records.items():
@@ -51,8 +53,9 @@ def task_rows(reg: flan_tasks.Registration) -> list[dict]:
                      "ability": rec.ability, "template_family": rec.template_family, "loader": rec.loader.kind,
                      "example_count": rec.example_count, "cap": flan_tasks.CAPS[rec.submixture],
                      "capped_count": min(rec.example_count, flan_tasks.CAPS[rec.submixture]),
-                     "template_types": ";".join(types), "rate_in_submixture": round(in_sub, 8),
-                     "rate_in_flan2022_submix": round(in_all, 8)})
+                     "template_types": ";".join(types),
+                     "inversion_weight": reg.inversion_weights[flan_tasks.task_name(name, types[0])],
+                     "rate_in_submixture": round(in_sub, 8), "rate_in_flan2022_submix": round(in_all, 8)})
     return rows
 
 
@@ -181,8 +184,6 @@ def main(task: str | None = None, split: str = "train", num_examples: int = 3, l
     if reg is None or (allow is not None and reg.allow_missing_tasks != allow):
         reg = flan_tasks.register_flan2022(vocabulary=vocabulary, allow_missing_tasks=allow)
     if task is not None:
-        if task.startswith(flan_tasks.PREFIX) and task not in seqio.TaskRegistry.names():
-            pass  # check_name below lists close matches
         if split == "validation" and task.startswith(flan_tasks.PREFIX):
             split = "train"
         show_examples(task, split, num_examples)

@@ -17,14 +17,14 @@ import logging
 import queue
 import threading
 import zlib
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import seqio
 import tensorflow as tf
 
-from flan_mix.data import packing
-from flan_mix.data import tasks as tasks_lib
+from flan_mix.data import packing, tf_errors
+from flan_mix.data.data_errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +35,39 @@ _CHUNK = 16  # examples per tf.data -> Python crossing: ~0.1 ms each, and every 
 _DRAW_BLOCK = 1024  # mixture draws made at once (one numpy call)
 
 
-class UnknownTaskError(ValueError):
+class UnknownTaskError(DataError, ValueError):
     """A task or mixture name that is not registered."""
+
+
+@runtime_checkable
+class TokenStreamTask(Protocol):
+    """A seqio Task that streams its own (inputs, targets) token ids in Python, bypassing seqio's tf.data
+    pipeline (the Flan 2022 tasks: one tf.data pipeline per task does not scale to thousands of tasks)."""
+
+    def token_stream(self, *, sequence_length: Optional[Mapping[str, int]], split: str, shuffle: bool,
+                     seed: Optional[int], shard_info: Optional[seqio.ShardInfo],
+                     num_epochs: Optional[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        ...
+
+
+@runtime_checkable
+class SizedPromptSource(Protocol):
+    """A task source whose few-shot prompts drop exemplars until inputs + EOS fit max_input_tokens; the gin
+    binding that sets it is max_input_tokens_binding."""
+
+    max_input_tokens: int
+    max_input_tokens_binding: str
+
+
+# Collections that are not registered yet cannot name their tasks here; the driver that knows them
+# (flan_mix.data.registration) adds a hint: name -> a sentence saying how to register it, or None.
+_UNKNOWN_NAME_HINTS: list[Callable[[str], Optional[str]]] = []
+
+
+def add_unknown_name_hint(hint: Callable[[str], Optional[str]]) -> None:
+    """Adds a hint to the UnknownTaskError message (once per hint)."""
+    if hint not in _UNKNOWN_NAME_HINTS:
+        _UNKNOWN_NAME_HINTS.append(hint)
 
 
 def _unknown(name: str, kinds: str = "task or mixture") -> UnknownTaskError:
@@ -45,9 +76,10 @@ def _unknown(name: str, kinds: str = "task or mixture") -> UnknownTaskError:
     msg = f"Unknown {kinds} '{name}'."
     if close:
         msg += f" Did you mean: {', '.join(close)}?"
-    if name.startswith(tasks_lib.PREFIX) and tasks_lib.registered_config() is None:
-        msg += (" The generated tasks are not registered yet: call flan_mix.data.tasks.register_generated_tasks()"
-                " (and mixtures.register_generated_mixture() for gen_train_mixture).")
+    for hint in _UNKNOWN_NAME_HINTS:
+        sentence = hint(name)
+        if sentence:
+            msg += f" {sentence}"
     msg += (f" {len(tasks)} tasks and {len(mixtures)} mixtures are registered; list them with "
             "`python run.py inspect`.")
     return UnknownTaskError(msg)
@@ -76,12 +108,14 @@ def _check_stream_args(name: str, provider, task_feature_lengths: Mapping[str, i
         raise ValueError(f"task_feature_lengths needs lengths for {sorted(missing)}; "
                          f"got {dict(task_feature_lengths)} "
                          "(e.g. TASK_FEATURE_LENGTHS = {'inputs': 256, 'targets': 64}).")
-    config = tasks_lib.registered_config()
-    if (config is not None and task_feature_lengths["inputs"] < config.max_input_tokens
-            and any(t.name.startswith(tasks_lib.PREFIX) for t in seqio.get_subtasks(provider))):
-        logger.warning("task_feature_lengths['inputs']=%d is below the %d tokens generated few-shot prompts are "
-                       "sized for; longer prompts will be truncated. Set register_generated_tasks.max_input_tokens "
-                       "to match.", task_feature_lengths["inputs"], config.max_input_tokens)
+    budgets = {(t.source.max_input_tokens, t.source.max_input_tokens_binding)
+               for t in seqio.get_subtasks(provider) if isinstance(t.source, SizedPromptSource)}
+    if budgets:
+        budget, binding = max(budgets)
+        if task_feature_lengths["inputs"] < budget:
+            logger.warning("task_feature_lengths['inputs']=%d is below the %d tokens the few-shot prompts of "
+                           "'%s' are sized for; longer prompts will be truncated. Set %s to match.",
+                           task_feature_lengths["inputs"], budget, name, binding)
 
 
 def _task_seed(seed: int, task_name: str) -> int:
@@ -91,7 +125,7 @@ def _task_seed(seed: int, task_name: str) -> int:
 def token_pairs(ds: tf.data.Dataset) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(inputs, targets) numpy arrays of a tf.data stream, crossing into Python a chunk at a time (one crossing
     per example costs ~0.1 ms, more than packing it)."""
-    for chunk in ds.ragged_batch(_CHUNK).prefetch(2).as_numpy_iterator():
+    for chunk in tf_errors.numpy_rows(ds.ragged_batch(_CHUNK).prefetch(2)):
         yield from zip(_split_rows(chunk["inputs"]), _split_rows(chunk["targets"]))
 
 
@@ -104,7 +138,7 @@ def _split_rows(batch: np.ndarray) -> list[np.ndarray]:
 def _task_pairs(task: seqio.Task, lengths: Mapping[str, int], split: str, seed: int, shuffle: bool,
                 shard_info: seqio.ShardInfo, num_epochs: int | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """One task's (inputs, targets): its own Python stream if it has one, else seqio's tf.data pipeline."""
-    if hasattr(task, "token_stream"):  # flan_tasks.StreamingTask
+    if isinstance(task, TokenStreamTask):
         return task.token_stream(sequence_length=lengths, split=split, shuffle=shuffle, seed=seed,
                                  shard_info=shard_info, num_epochs=num_epochs)
     # What seqio.get_dataset does, plus try_in_mem_cache=False: the generated sources are in memory already.
@@ -265,7 +299,7 @@ def get_eval_examples(task_name: str, *, split: str = "validation", max_examples
     if max_examples is not None:
         ds = ds.take(max_examples)
     out = []
-    for ex in ds.as_numpy_iterator():
+    for ex in tf_errors.numpy_rows(ds):
         rec = {}
         for k, v in ex.items():
             if isinstance(v, bytes):

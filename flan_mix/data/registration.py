@@ -1,11 +1,18 @@
-"""What gets registered in seqio before a run, chosen by gin, and the names the evaluator scores."""
+"""What gets registered in seqio before a run, chosen by gin, and the names the evaluator scores.
+
+The driver of the data side: the one place (with inspect_cli) that knows both collections and wires them to the
+shared machinery: it hands the generated corpus to the vocabulary and tells the pipeline how to register a
+collection whose task name it does not know yet.
+"""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import gin
 
-from flan_mix.data import flan_tasks, mixtures, pipeline, tasks, vocab
+from flan_mix.data import pipeline, vocab
+from flan_mix.data.flan import flan_tasks
+from flan_mix.data.generated import mixture, seqio_tasks
 
 COLLECTIONS = ("generated", "flan2022")
 
@@ -14,16 +21,16 @@ COLLECTIONS = ("generated", "flan2022")
 def register_all(collections: Sequence[str] = ("generated",)):
     """Registers the named collections' tasks and mixtures; returns the shared vocabulary.
 
-    "generated": the offline mini-collection; "flan2022": the Flan 2022 catalog (flan_mix.data.flan_tasks).
+    "generated": the offline mini-collection; "flan2022": the Flan 2022 catalog (flan_mix.data.flan.flan_tasks).
     """
     unknown = sorted(set(collections) - set(COLLECTIONS))
     if unknown:
         raise ValueError(f"unknown collection(s) {unknown}; choose from {COLLECTIONS} "
                          "(gin: register_all.collections).")
-    vocabulary = vocab.get_vocabulary()
+    vocabulary = vocab.get_vocabulary(corpus=seqio_tasks.VOCABULARY_CORPUS)
     if "generated" in collections:
-        tasks.register_generated_tasks(vocabulary=vocabulary)
-        mixtures.register_generated_mixture()
+        seqio_tasks.register_generated_tasks(vocabulary=vocabulary)
+        mixture.register_generated_mixture()
     if "flan2022" in collections:
         # Data dirs, allow_missing_tasks, seed: gin register_flan2022.* (or the macro allow_missing_tasks).
         flan_tasks.register_flan2022(vocabulary=vocabulary)
@@ -41,11 +48,25 @@ def eval_tasks(names: Sequence[str] | None = None) -> list[dict]:
     Default: the zero-shot eval task of every generated task.
     """
     if names is None:
-        names = tasks.TRAIN_EVAL_TASK_NAMES + tasks.HELD_OUT_EVAL_TASK_NAMES
+        names = seqio_tasks.TRAIN_EVAL_TASK_NAMES + seqio_tasks.HELD_OUT_EVAL_TASK_NAMES
     specs = []
     for name in names:
         check_name(name)
-        info = tasks.task_info(name) if name.startswith(tasks.PREFIX) else {}
+        info = seqio_tasks.task_info(name) if name.startswith(seqio_tasks.PREFIX) else {}
         specs.append({"name": name, "ability": info.get("ability", ""),
                       "group": "held-out" if info.get("held_out") else "trained"})
     return specs
+
+
+def _unregistered_collection_hint(name: str) -> Optional[str]:
+    if name.startswith(seqio_tasks.PREFIX) and seqio_tasks.registered_config() is None:
+        return ("The generated tasks are not registered yet: call flan_mix.data.registration.register_all() "
+                "(or flan_mix.data.generated.seqio_tasks.register_generated_tasks(), and "
+                "flan_mix.data.generated.mixture.register_generated_mixture() for gen_train_mixture).")
+    if name.startswith(flan_tasks.PREFIX) and flan_tasks.registered() is None:
+        return ("The Flan 2022 tasks are not registered: add 'flan2022' to the collections "
+                "(gin: register_all.collections = ['generated', 'flan2022']).")
+    return None
+
+
+pipeline.add_unknown_name_hint(_unregistered_collection_hint)

@@ -1,6 +1,8 @@
 """Template engine: zero-shot / few-shot, options blocks, chain-of-thought and input inversion.
 
-Pure Python (no TensorFlow, no seqio); the seqio side wraps :func:`format_example` in a map.
+Pure Python (no TensorFlow, no seqio); the seqio side wraps :func:`format_example` in a map. The families and
+their registry are flan_mix.data.template_registry, the wording variants flan_mix.data.template_styles; this
+module is the engine's public face and re-exports what a caller needs from both.
 
 Vocabulary
 ----------
@@ -28,16 +30,20 @@ not depend on the template type, so ``zs_opt`` and ``zs_noopt`` of the same seed
 
 from __future__ import annotations
 
-import functools
 import random
 import re
-import string
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
+
+from flan_mix.data.template_registry import (OPTIONS_FIELD, Family, Template, TemplateFieldError, families,
+                                             family_from_dict, get_family, get_template, register_family,
+                                             templates_for, unregister_family)
+from flan_mix.data.template_styles import (COT_ANSWER_SENTENCES, COT_TRIGGER_SEPARATORS, COT_TRIGGERS,
+                                           FEWSHOT_DELIMITERS, FEWSHOT_PREFIXES, FEWSHOT_XY_SEPARATORS, MARKERS,
+                                           OPTION_ENDS, OPTION_HEADERS, Marker)
 
 __all__ = [
     "TEMPLATE_TYPES",
-    "INVERSION_WEIGHT",
     "Template",
     "Family",
     "Marker",
@@ -67,76 +73,7 @@ __all__ = [
 
 TEMPLATE_TYPES = ("zs_opt", "zs_noopt", "fs_opt", "fs_noopt")
 
-# Share of input-inverted examples for the families that have inverted templates (CoT and dialog). The mixture
-# side applies it (e.g. an inverted task at 0.3 of the family's rate); format_example takes `inverted=` explicitly.
-INVERSION_WEIGHT = 0.3
-
-_OPTIONS = "options"  # the special placeholder name
 _EMPTY = "\ue000"  # sentinel for an empty options block, removed with its surrounding whitespace
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Data objects
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Template:
-    """One prompt pattern. ``inputs``/``targets``/``preamble`` are ``str.format`` patterns over field names."""
-
-    id: str
-    family: str
-    inputs: str
-    targets: str
-    preamble: str = ""  # rendered once per prompt from the query example (zero-shot: before inputs; few-shot:
-    #                     before all exemplars). NIv2 puts the task definition here.
-    inverted: bool = False  # input inversion: asks for what the plain templates give (e.g. the question)
-
-    def fields(self, *, with_preamble: bool = True) -> tuple[str, ...]:
-        """Example field names the patterns read (``{options}`` excluded)."""
-        pats = (self.inputs, self.targets) + ((self.preamble,) if with_preamble else ())
-        out: list[str] = []
-        for p in pats:
-            for f in _pattern_fields(p):
-                if f != _OPTIONS and f not in out:
-                    out.append(f)
-        return tuple(out)
-
-
-@dataclass(frozen=True)
-class Family:
-    """A template family: an example schema and its templates."""
-
-    name: str
-    templates: tuple[Template, ...]
-    fields: tuple[str, ...]  # the documented example schema (what loaders must provide)
-    answer_field: str | None = "answer"  # becomes the option label when markers are labels
-    options_field: str | None = None  # list/tuple of str; the correct answer must be one of them
-    options_required: bool = False  # *_opt types need the options field present (it may be empty)
-    rationale_field: str | None = None  # needed for CoT
-    always_cot: bool = False  # the CoT family renders every example as CoT
-    description: str = ""
-
-    @property
-    def invertible(self) -> bool:
-        return any(t.inverted for t in self.templates)
-
-    def plain_templates(self) -> tuple[Template, ...]:
-        return tuple(t for t in self.templates if not t.inverted)
-
-    def inverted_templates(self) -> tuple[Template, ...]:
-        return tuple(t for t in self.templates if t.inverted)
-
-
-@dataclass(frozen=True)
-class Marker:
-    """How options items are marked. ``labels`` is "letters", "numbers" or None (the text itself is the target)."""
-
-    name: str
-    item: str  # pattern over {label} and {text}
-    joiner: str = "\n"  # between items; a non-newline joiner puts the block on one line
-    labels: str | None = None
-    target: str = "{label}"  # what the model must answer when labelled
 
 
 @dataclass(frozen=True)
@@ -153,234 +90,6 @@ class Choices:
     trigger: str  # zero-shot CoT trigger
     trigger_separator: str
     answer_sentence: str  # CoT answer sentence, a pattern over {answer}
-
-
-class TemplateFieldError(KeyError):
-    """A template needs a field the example does not have."""
-
-    def __init__(self, family: str, template_id: str, field: str, where: str = "example",
-                 available: Iterable[str] = ()):
-        self.family, self.template_id, self.field, self.where = family, template_id, field, where
-        have = ", ".join(sorted(map(str, available))) or "none"
-        msg = (f"family {family!r}, template {template_id!r}: the {where} has no field {field!r} "
-               f"(fields present: {have}). Map the loader's output onto the family schema "
-               f"{list(_REGISTRY[family].fields) if family in _REGISTRY else []}.")
-        super().__init__(msg)
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0])
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Style variants (all wording is ours)
-# ----------------------------------------------------------------------------------------------------------------
-
-OPTION_HEADERS = (
-    "Choices:",
-    "CHOICES:",
-    "Possible answers:",
-    "Pick one of these:",
-    "Candidate answers:",
-    "Select from:",
-    "Your choices are:",
-    "Answer choices:",
-)
-
-MARKERS = (
-    Marker("dash", "- {text}"),
-    Marker("star", "* {text}"),
-    Marker("plus", "+ {text}"),
-    Marker("semicolon", "{text}", joiner="; "),
-    Marker("pipe", "{text}", joiner=" | "),
-    Marker("letter_paren", "({label}) {text}", labels="letters", target="({label})"),
-    Marker("letter_dot", "{label}. {text}", labels="letters"),
-    Marker("number_paren", "{label}) {text}", labels="numbers"),
-    Marker("number_bracket", "[{label}] {text}", labels="numbers"),
-)
-
-# (wording when items are plain text, wording when they are labels); {kind} is "letter" or "number".
-OPTION_ENDS = (
-    ("", ""),
-    ("", ""),
-    ("Pick exactly one of these.", "Reply with just the {kind} of your choice."),
-    ("Answer with one choice, copied as written.", "Give only the {kind} of your pick."),
-)
-
-FEWSHOT_PREFIXES = (
-    ("Question: ", "Answer: "),
-    ("Input: ", "Output: "),
-    ("Problem: ", "Solution: "),
-    ("Query: ", "Reply: "),
-    ("Prompt: ", "Response: "),
-    ("[in] ", "[out] "),
-    ("Example: ", "Result: "),
-    ("", ""),
-)
-FEWSHOT_XY_SEPARATORS = ("\n", "\n\n")
-FEWSHOT_DELIMITERS = ("\n\n", "\n\n\n", "\n\n---\n\n", "\n\n###\n\n", "\n\n* * *\n\n", "\n\n=====\n\n")
-
-COT_TRIGGERS = (
-    "Think it through one step at a time, then answer.",
-    "Work out the reasoning before giving the answer.",
-    "Explain your reasoning step by step, then give the final answer.",
-    "Reason carefully and show your work.",
-    "First lay out the reasoning, then state the answer.",
-    "Break the problem into small steps before you answer.",
-)
-COT_TRIGGER_SEPARATORS = ("\n", " ", "\n\n")
-
-# Each ends with the answer followed by a full stop (dropped when the answer already ends in . ! or ?).
-COT_ANSWER_SENTENCES = (
-    "That means the answer is {answer}.",
-    "Putting it together, the answer is {answer}.",
-    "The final answer: {answer}.",
-    "Therefore the result is {answer}.",
-    "All told, the answer comes out to {answer}.",
-    "This leads to the answer {answer}.",
-    "My answer: {answer}.",
-    "Which gives {answer}.",
-)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Registry
-# ----------------------------------------------------------------------------------------------------------------
-
-_REGISTRY: dict[str, Family] = {}
-_TEMPLATES: dict[str, Template] = {}
-_FORMATTER = string.Formatter()
-
-
-@functools.lru_cache(maxsize=None)
-def _pattern_fields(pattern: str) -> tuple[str, ...]:
-    """Root field names of a str.format pattern ("a.b" and "a[0]" give "a")."""
-    out: list[str] = []
-    for _, name, spec, _ in _FORMATTER.parse(pattern):
-        if name is None:
-            continue
-        root = re.split(r"[.\[]", name, maxsplit=1)[0]
-        if root == "" or root.isdigit():
-            raise ValueError(f"template pattern {pattern!r} has a positional field {{{name}}}; "
-                             "name the example field instead, e.g. {question}")
-        if spec and "{" in spec:
-            raise ValueError(f"template pattern {pattern!r}: nested fields in format specs are not supported")
-        if root not in out:
-            out.append(root)
-    return tuple(out)
-
-
-def _validate_family(fam: Family) -> None:
-    where = f"family {fam.name!r}"
-    if not fam.plain_templates():
-        raise ValueError(f"{where} has no (non-inverted) templates")
-    seen: set[str] = set()
-    for t in fam.templates:
-        if t.family != fam.name:
-            raise ValueError(f"{where}: template {t.id!r} says family {t.family!r}")
-        if t.id in seen or t.id in _TEMPLATES:
-            raise ValueError(f"{where}: template id {t.id!r} is not unique")
-        seen.add(t.id)
-        for label, pat in (("inputs", t.inputs), ("targets", t.targets), ("preamble", t.preamble)):
-            try:
-                names = _pattern_fields(pat)
-            except ValueError as e:
-                raise ValueError(f"{where}, template {t.id!r}, {label}: {e}") from None
-            if _OPTIONS in names and label != "inputs":
-                raise ValueError(f"{where}, template {t.id!r}: {{options}} may only appear in inputs")
-        if "{options" in t.inputs and "{options}" not in t.inputs:
-            raise ValueError(f"{where}, template {t.id!r}: write the options block as plain {{options}}")
-    for f in (fam.answer_field, fam.options_field, fam.rationale_field):
-        if f is not None and f not in fam.fields:
-            raise ValueError(f"{where}: field {f!r} is not in its schema {list(fam.fields)}")
-    if fam.always_cot and fam.rationale_field is None:
-        raise ValueError(f"{where}: always_cot needs a rationale_field")
-
-
-def register_family(family: Family, *, replace: bool = False) -> Family:
-    """Adds a family to the registry. Template ids must be unique across all families."""
-    if family.name in _REGISTRY:
-        if not replace:
-            raise ValueError(f"template family {family.name!r} is already registered (pass replace=True)")
-        for t in _REGISTRY.pop(family.name).templates:
-            _TEMPLATES.pop(t.id, None)
-    _validate_family(family)
-    _REGISTRY[family.name] = family
-    for t in family.templates:
-        _TEMPLATES[t.id] = t
-    return family
-
-
-def family_from_dict(spec: Mapping[str, Any]) -> Family:
-    """Builds a family from plain data (e.g. a JSON/YAML entry), so adding a family needs no code.
-
-    ``spec`` keys: name, fields, templates (list of [inputs, targets] pairs or dicts with inputs/targets/preamble),
-    optional inverted (same shape), answer_field, options_field, options_required, rationale_field, always_cot,
-    description. Ids become ``<name>/zs/<i>`` and ``<name>/inv/<i>``.
-    """
-    name = spec["name"]
-
-    def build(items: Sequence[Any], kind: str, inverted: bool) -> list[Template]:
-        out = []
-        for i, item in enumerate(items):
-            if isinstance(item, Mapping):
-                inputs, targets, pre = item["inputs"], item["targets"], item.get("preamble", "")
-            else:
-                inputs, targets = item
-                pre = ""
-            out.append(Template(f"{name}/{kind}/{i}", name, inputs, targets, preamble=pre, inverted=inverted))
-        return out
-
-    known = {"name", "fields", "templates", "inverted", "answer_field", "options_field", "options_required",
-             "rationale_field", "always_cot", "description"}
-    unknown = set(spec) - known
-    if unknown:
-        raise ValueError(f"family spec {name!r}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
-    return Family(
-        name=name,
-        templates=tuple(build(spec["templates"], "zs", False) + build(spec.get("inverted", ()), "inv", True)),
-        fields=tuple(spec["fields"]),
-        answer_field=spec.get("answer_field", "answer"),
-        options_field=spec.get("options_field"),
-        options_required=bool(spec.get("options_required", False)),
-        rationale_field=spec.get("rationale_field"),
-        always_cot=bool(spec.get("always_cot", False)),
-        description=spec.get("description", ""),
-    )
-
-
-def unregister_family(name: str) -> Family:
-    """Removes a family (and its template ids) from the registry; returns it."""
-    fam = get_family(name)
-    del _REGISTRY[name]
-    for t in fam.templates:
-        _TEMPLATES.pop(t.id, None)
-    return fam
-
-
-def families() -> list[str]:
-    """Names of the registered template families, sorted."""
-    return sorted(_REGISTRY)
-
-
-def get_family(family: str) -> Family:
-    try:
-        return _REGISTRY[family]
-    except KeyError:
-        raise ValueError(f"unknown template family {family!r}; valid families: {families()}") from None
-
-
-def templates_for(family: str) -> list[Template]:
-    """All templates of a family, plain ones first, then inverted ones."""
-    return list(get_family(family).templates)
-
-
-def get_template(template_id: str) -> Template:
-    try:
-        return _TEMPLATES[template_id]
-    except KeyError:
-        fam = template_id.split("/", 1)[0]
-        hint = [t.id for t in _REGISTRY[fam].templates] if fam in _REGISTRY else families()
-        raise ValueError(f"unknown template id {template_id!r}; valid: {hint}") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -400,7 +109,7 @@ def choose(seed: int, *, family: str, inverted: bool = False, template_id: str |
     pool = fam.inverted_templates() if inverted else fam.plain_templates()
     if inverted and not pool:
         raise ValueError(f"family {family!r} has no inverted templates; invertible families: "
-                         f"{[f for f in families() if _REGISTRY[f].invertible]}")
+                         f"{[f for f in families() if get_family(f).invertible]}")
     t_idx = rng.randrange(len(pool))
     picks = dict(
         header=rng.choice(OPTION_HEADERS),
@@ -460,7 +169,7 @@ def render(example: Mapping[str, Any], choices: Choices, *, template_type: str,
     if cot and fam.rationale_field is None:
         raise ValueError(f"family {fam.name!r} has no rationale field, so it cannot render chain-of-thought "
                          f"(cot=True); families with rationales: "
-                         f"{[f for f in families() if _REGISTRY[f].rationale_field]}")
+                         f"{[f for f in families() if get_family(f).rationale_field]}")
     if few_shot and not exemplars:
         raise ValueError(f"template type {template_type!r} (family {fam.name!r}, template {t.id!r}) needs at "
                          "least one exemplar; pass exemplars=... or use a zs_* type")
@@ -611,7 +320,7 @@ def _render_one(example: Mapping[str, Any], fam: Family, choices: Choices, with_
 
 
 def _format(pattern: str, values: dict, fam: Family, t: Template, where: str, block: str = "") -> str:
-    values[_OPTIONS] = block or _EMPTY
+    values[OPTIONS_FIELD] = block or _EMPTY
     try:
         out = pattern.format_map(values)
     except (KeyError, AttributeError, IndexError) as e:  # e.g. "{a.b}" or "{a[3]}" on a value lacking it
@@ -636,142 +345,3 @@ def _tidy_empty(s: str) -> str:
         else:
             s = head + after
     return s
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Families (our own wording). More families are data: see family_from_dict.
-# ----------------------------------------------------------------------------------------------------------------
-
-_BUILTIN_FAMILIES = (
-    {
-        "name": "generic_qa",
-        "description": "Free-form question answering; options (if any) are appended.",
-        "fields": ["question", "answer", "options", "rationale"],
-        "options_field": "options",
-        "options_required": True,
-        "rationale_field": "rationale",
-        "templates": [
-            ["{question}\n\n{options}", "{answer}"],
-            ["Question: {question}\n{options}\nAnswer:", "{answer}"],
-            ["Answer the following question.\n\n{question}\n\n{options}", "{answer}"],
-            ["{question}\n{options}\nWhat is the answer?", "{answer}"],
-            ["Please respond to this question: {question}\n{options}", "{answer}"],
-            ["Here is a question for you.\n{question}\n{options}\nYour answer:", "{answer}"],
-            ["Reply briefly to the question below.\n\n{question}\n\n{options}", "{answer}"],
-            ["{question}\n{options}\nRespond with the answer only.", "{answer}"],
-            ["Can you work this out? {question}\n{options}", "{answer}"],
-            ["Someone asks you: \"{question}\"\n{options}\nWhat do you tell them?", "{answer}"],
-        ],
-    },
-    {
-        "name": "generic_mc",
-        "description": "Multiple choice: the correct answer is one of the options.",
-        "fields": ["question", "answer", "options", "rationale"],
-        "options_field": "options",
-        "options_required": True,
-        "rationale_field": "rationale",
-        "templates": [
-            ["{question}\n\n{options}", "{answer}"],
-            ["Question: {question}\n\n{options}\n\nAnswer:", "{answer}"],
-            ["Find the right answer to this question.\n\n{question}\n\n{options}", "{answer}"],
-            ["{question}\n{options}\nWhich answer is correct?", "{answer}"],
-            ["Read the question and decide on the best answer.\n{question}\n{options}", "{answer}"],
-            ["Test question: {question}\n{options}\nThe correct answer is:", "{answer}"],
-            ["{question}\n\n{options}\n\nGive the best answer.", "{answer}"],
-            ["Only one answer to the question below is right.\n\n{question}\n{options}", "{answer}"],
-            ["Here is a quiz item.\n{question}\n{options}\nYour pick:", "{answer}"],
-            ["Decide which answer fits: {question}\n{options}", "{answer}"],
-        ],
-    },
-    {
-        "name": "cot",
-        "description": "Chain of thought: targets are the rationale plus an answer sentence. "
-                       "Inverted templates ask for the question from the answer and rationale.",
-        "fields": ["question", "answer", "rationale", "options"],
-        "options_field": "options",
-        "rationale_field": "rationale",
-        "always_cot": True,
-        "templates": [
-            ["{question}\n{options}", "{answer}"],
-            ["Question: {question}\n{options}", "{answer}"],
-            ["Solve the following.\n\n{question}\n\n{options}", "{answer}"],
-            ["{question}\n{options}\nWhat is the answer?", "{answer}"],
-            ["Here is a problem: {question}\n{options}", "{answer}"],
-            ["Consider this question.\n{question}\n{options}", "{answer}"],
-            ["Puzzle: {question}\n{options}", "{answer}"],
-            ["{question}\n\n{options}\n\nFind the answer.", "{answer}"],
-            ["Figure out the answer to this: {question}\n{options}", "{answer}"],
-            ["A student is asked: \"{question}\"\n{options}\nHow should they answer?", "{answer}"],
-        ],
-        "inverted": [
-            ["Reasoning: {rationale}\nAnswer: {answer}\n\nWhat question could this reasoning be answering?",
-             "{question}"],
-            ["Write a question that fits this answer and explanation.\n\nExplanation: {rationale}\n"
-             "Answer: {answer}", "{question}"],
-            ["The answer is {answer}, because: {rationale}\nWhat was the question?", "{question}"],
-            ["Someone reasoned as follows: \"{rationale}\" and concluded {answer}. Reconstruct the question "
-             "they were solving.", "{question}"],
-            ["Given the answer \"{answer}\" and the reasoning behind it, invent a matching question.\n"
-             "{rationale}", "{question}"],
-        ],
-    },
-    {
-        "name": "niv2",
-        "description": "Natural Instructions v2: the task definition is the preamble, positive examples are the "
-                       "few-shot exemplars. Options (the task's label set, if the loader gives one) are optional.",
-        "fields": ["definition", "input", "output", "options"],
-        "answer_field": "output",
-        "options_field": "options",
-        "templates": [
-            {"preamble": "{definition}", "inputs": "{input}\n{options}", "targets": "{output}"},
-            {"preamble": "Task: {definition}", "inputs": "Input: {input}\n{options}\nOutput:",
-             "targets": "{output}"},
-            {"preamble": "Instructions: {definition}", "inputs": "{input}\n\n{options}", "targets": "{output}"},
-            {"preamble": "Read the task description, then handle the input.\n{definition}",
-             "inputs": "Input: {input}\n{options}", "targets": "{output}"},
-            {"preamble": "Task description:\n{definition}", "inputs": "{input}\n{options}\nAnswer:",
-             "targets": "{output}"},
-            {"preamble": "Follow these instructions.\n\n{definition}", "inputs": "Here is the input: {input}\n"
-             "{options}", "targets": "{output}"},
-            {"preamble": "{definition}\nDo this for the input that follows.", "inputs": "{input}\n{options}",
-             "targets": "{output}"},
-            {"preamble": "Your job: {definition}", "inputs": "Case: {input}\n{options}\nResult:",
-             "targets": "{output}"},
-            {"preamble": "Definition: {definition}", "inputs": "{input}\n\n{options}\n\nOutput:",
-             "targets": "{output}"},
-            {"preamble": "You are given a task.\n{definition}", "inputs": "Now do it for this input.\n{input}\n"
-             "{options}", "targets": "{output}"},
-        ],
-    },
-    {
-        "name": "dialog",
-        "description": "Next-turn dialog: context is the conversation so far. Inverted templates recover the "
-                       "conversation from the reply.",
-        "fields": ["context", "response"],
-        "answer_field": "response",
-        "templates": [
-            ["{context}", "{response}"],
-            ["Conversation so far:\n{context}\n\nNext turn:", "{response}"],
-            ["{context}\n\nWhat would be a fitting next reply?", "{response}"],
-            ["Continue the dialog.\n\n{context}", "{response}"],
-            ["Here is a chat between people.\n{context}\nWrite the next message.", "{response}"],
-            ["Read the exchange and answer as the next speaker.\n\n{context}", "{response}"],
-            ["{context}\n\nRespond to the last message.", "{response}"],
-            ["Dialog history:\n{context}\nReply:", "{response}"],
-            ["Suggest the next line of this conversation.\n{context}", "{response}"],
-            ["{context}\nHow might the conversation go on?", "{response}"],
-        ],
-        "inverted": [
-            ["Here is a reply from a conversation:\n{response}\n\nWrite the conversation that leads up to it.",
-             "{context}"],
-            ["Invent a dialog history that this message would answer.\n\nMessage: {response}", "{context}"],
-            ["The next line of a chat was: \"{response}\"\nWhat was said before it?", "{context}"],
-            ["Reconstruct the earlier turns of a dialog ending with this reply.\n{response}", "{context}"],
-            ["Reply: {response}\n\nWrite the conversation this reply continues.", "{context}"],
-        ],
-    },
-)
-
-for _spec in _BUILTIN_FAMILIES:
-    register_family(family_from_dict(_spec))
-del _spec

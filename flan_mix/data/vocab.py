@@ -1,13 +1,14 @@
-"""The vocabulary: a named SentencePiece model file, or one trained offline on the generated corpus and cached.
+"""The vocabulary: a named SentencePiece model file, or one trained offline on a corpus and cached.
 
 gin::
 
     get_vocabulary.sentencepiece_model_path = "/path/to/spm.model"   # any SentencePiece model (e.g. T5's)
     get_vocabulary.extra_ids = 100
 
-Without a path, a SentencePiece model is trained on the rendered train text of every generated task (all
-variants) and cached under $FLAN_MIX_CACHE (default ~/.cache/flan_mix)/vocab/, keyed by a hash of the corpus
-itself and the trainer options, so a change to the generators, the templates or the options trains a new one.
+Without a path, a SentencePiece model is trained on the corpus the caller hands over (flan_mix.data.registration
+hands over the generated collection's rendered train text) and cached under $FLAN_MIX_CACHE (default
+~/.cache/flan_mix)/vocab/, keyed by a hash of the corpus itself and the trainer options, so a change to the
+generators, the templates or the options trains a new one.
 Parallel processes are safe: one trains under a file lock and publishes with an atomic rename; the others wait
 and reuse it.
 
@@ -17,6 +18,7 @@ normalization only), so decode(encode(text)) == text on the corpus.
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import io
@@ -25,32 +27,27 @@ import logging
 import os
 import tempfile
 import time
+from typing import Callable, Sequence
 
 import gin
 import seqio
-
-from flan_mix.data import generated
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_VOCAB_SIZE = 1536
 DEFAULT_EXTRA_IDS = 100  # T5's sentinel ids, for span-corruption pretraining
-CORPUS_EXAMPLES_PER_VARIANT = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    """Text to train a vocabulary on: lines(seed) gives the lines; the name goes into the cache file name."""
+
+    name: str
+    lines: Callable[[int], Sequence[str]]
 
 
 def cache_root() -> str:
     return os.environ.get("FLAN_MIX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "flan_mix")
-
-
-def generated_corpus(seed: int = 0, examples_per_variant: int = CORPUS_EXAMPLES_PER_VARIANT) -> list[str]:
-    """Rendered train text (inputs and targets) of every generated task in every variant."""
-    lines = []
-    for name in generated.GENERATED_TASKS:
-        for variant in generated.task_variants(name):
-            for rec in generated.render_split(name, variant, "train", examples_per_variant, seed):
-                lines.append(rec["inputs"])
-                lines.append(rec["targets"])
-    return lines
 
 
 def _trainer_options(vocab_size: int) -> dict:
@@ -72,7 +69,7 @@ def _trainer_options(vocab_size: int) -> dict:
     )
 
 
-def train_sentencepiece(lines: list[str], vocab_size: int = DEFAULT_VOCAB_SIZE) -> bytes:
+def train_sentencepiece(lines: Sequence[str], vocab_size: int = DEFAULT_VOCAB_SIZE) -> bytes:
     """Trains a SentencePiece model on `lines` and returns its serialized proto."""
     import sentencepiece as spm
 
@@ -81,7 +78,7 @@ def train_sentencepiece(lines: list[str], vocab_size: int = DEFAULT_VOCAB_SIZE) 
     return buf.getvalue()
 
 
-def _corpus_key(lines: list[str], vocab_size: int) -> str:
+def _corpus_key(lines: Sequence[str], vocab_size: int) -> str:
     h = hashlib.sha256()
     h.update(json.dumps(_trainer_options(vocab_size), sort_keys=True).encode())
     for line in lines:
@@ -90,14 +87,14 @@ def _corpus_key(lines: list[str], vocab_size: int) -> str:
     return h.hexdigest()[:16]
 
 
-def generated_sentencepiece_model(vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0,
-                                  cache_dir: str | None = None) -> str:
-    """Path of the SentencePiece model trained on the generated corpus; trains and caches it on first use."""
-    lines = generated_corpus(seed)
+def trained_sentencepiece_model(corpus: Corpus, vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0,
+                                cache_dir: str | None = None) -> str:
+    """Path of the SentencePiece model trained on `corpus.lines(seed)`; trains and caches it on first use."""
+    lines = list(corpus.lines(seed))
     key = _corpus_key(lines, vocab_size)
     directory = os.path.join(cache_dir or cache_root(), "vocab")
     os.makedirs(directory, exist_ok=True)
-    path = os.path.join(directory, f"generated_spm_{vocab_size}_{key}.model")
+    path = os.path.join(directory, f"{corpus.name}_spm_{vocab_size}_{key}.model")
     if os.path.exists(path):
         return path
     with open(path + ".lock", "w") as lock:
@@ -111,22 +108,23 @@ def generated_sentencepiece_model(vocab_size: int = DEFAULT_VOCAB_SIZE, seed: in
             with os.fdopen(fd, "wb") as f:
                 f.write(proto)
             os.replace(tmp, path)  # atomic publish
-            logger.info("Trained the generated-corpus SentencePiece model (%d lines, vocab %d) in %.1fs: %s",
-                        len(lines), vocab_size, time.time() - start, path)
+            logger.info("Trained the %s-corpus SentencePiece model (%d lines, vocab %d) in %.1fs: %s",
+                        corpus.name, len(lines), vocab_size, time.time() - start, path)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return path
 
 
 @gin.configurable
-def get_vocabulary(sentencepiece_model_path: str | None = None, *, extra_ids: int = DEFAULT_EXTRA_IDS,
-                   vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0,
+def get_vocabulary(sentencepiece_model_path: str | None = None, *, corpus: Corpus | None = None,
+                   extra_ids: int = DEFAULT_EXTRA_IDS, vocab_size: int = DEFAULT_VOCAB_SIZE, seed: int = 0,
                    cache_dir: str | None = None) -> seqio.SentencePieceVocabulary:
-    """The seqio vocabulary: `sentencepiece_model_path` if given, else the cached generated-corpus model.
+    """The seqio vocabulary: `sentencepiece_model_path` if given, else the cached model trained on `corpus`.
 
     Args:
       sentencepiece_model_path: a SentencePiece .model file (local or any tf.io.gfile path). None trains (once)
-        a model on the generated corpus.
+        a model on `corpus`.
+      corpus: what to train on without a path (registration.register_all passes the generated corpus).
       extra_ids: sentinel ids appended after the pieces (T5 uses 100).
       vocab_size, seed: the trained model's size and the corpus seed (ignored with a path).
       cache_dir: where the trained model is cached (default $FLAN_MIX_CACHE or ~/.cache/flan_mix).
@@ -140,8 +138,12 @@ def get_vocabulary(sentencepiece_model_path: str | None = None, *, extra_ids: in
                 "(get_vocabulary.sentencepiece_model_path). Point the gin binding at an existing .model file, or "
                 "leave it unset (None) to train a vocabulary on the generated corpus.")
         path = sentencepiece_model_path
+    elif corpus is None:
+        raise ValueError("get_vocabulary needs a SentencePiece model file (get_vocabulary.sentencepiece_model_path) "
+                         "or a corpus to train one on; flan_mix.data.registration.register_all() passes the "
+                         "generated corpus.")
     else:
-        path = generated_sentencepiece_model(vocab_size=vocab_size, seed=seed, cache_dir=cache_dir)
+        path = trained_sentencepiece_model(corpus, vocab_size=vocab_size, seed=seed, cache_dir=cache_dir)
     vocab = seqio.SentencePieceVocabulary(path, extra_ids=extra_ids)
     try:
         vocab.tokenizer  # load now, so a corrupt file fails here with its name

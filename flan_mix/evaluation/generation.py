@@ -10,42 +10,17 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import gin
-import jax
 import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from flan_mix.evaluation import metrics, report
-from flan_mix.infer import decoding
-from flan_mix.train import partitioning
+from flan_mix.infer.decoding import generate
+from flan_mix.infer.loading import load_model
+from flan_mix.models.base import Model
+from flan_mix.runtime.run_config import run_config
 
 COLUMNS = ("task", "ability", "group", "n", "model_em", "majority_em", "copy_em")
-
-
-def _pad_rows(rows: Sequence[np.ndarray], length: int) -> np.ndarray:
-    out = np.zeros((len(rows), length), np.int32)
-    for i, row in enumerate(rows):
-        row = np.asarray(row)[:length]
-        out[i, :len(row)] = row
-    return out
-
-
-def generate(model, params, token_rows: Sequence[np.ndarray], vocabulary, *, mesh: Mesh,
-             inputs_length: int, max_decode_len: int, batch_size: int, desc: str = "decode",
-             temperature: float = 0.0, seed: int = 0) -> list[str]:
-    """Decodes every row; batches are padded to a fixed size so one program serves them all."""
-    predictions: list[str] = []
-    rng = jax.random.PRNGKey(seed)
-    for start in tqdm(range(0, len(token_rows), batch_size), desc=desc, unit="batch", leave=False):
-        chunk = list(token_rows[start:start + batch_size])
-        tokens = _pad_rows(chunk + [np.zeros(1, np.int32)] * (batch_size - len(chunk)), inputs_length)
-        with mesh:
-            tokens = jax.device_put(tokens, partitioning.replicated(mesh))
-            ids = decoding.decode(model, params, tokens, jax.random.fold_in(rng, start),
-                                  max_decode_len=max_decode_len, temperature=temperature)
-        for row in decoding.strip_after_eos(np.asarray(jax.device_get(ids))[:len(chunk)]):
-            predictions.append(vocabulary.decode(row))
-    return predictions
 
 
 def score_task(predictions: Sequence[str], examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -66,9 +41,8 @@ def _mean_row(rows, group: str) -> dict[str, Any]:
 
 
 @gin.configurable
-def evaluate_generation(model, params, *, mesh: Mesh, vocabulary, out_dir: str,
-                        task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
-                        batch_size: int = 64, max_examples_per_task: int | None = 200,
+def evaluate_generation(model: Model, params, *, mesh: Mesh, vocabulary, out_dir: str,
+                        task_feature_lengths: Mapping[str, int], batch_size: int = 64, max_examples_per_task: int | None = 200,
                         tasks: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Scores every registered eval task (or `tasks`) and writes eval_results.{json,md}."""
     from flan_mix.data import pipeline, registration
@@ -90,3 +64,13 @@ def evaluate_generation(model, params, *, mesh: Mesh, vocabulary, out_dir: str,
                                 title="Exact match (%) by greedy decoding")
     print(table)
     return rows
+
+
+@gin.configurable
+def evaluate(checkpoint_step: int | None = None) -> list[dict[str, Any]]:
+    """`python run.py eval`: restores MODEL_DIR's checkpoint (the latest unless checkpoint_step)
+    and writes MODEL_DIR/eval_results.{json,md}."""
+    run = run_config()
+    loaded = load_model(run.model_dir, checkpoint_step)
+    return evaluate_generation(loaded.model, loaded.params, mesh=loaded.mesh, vocabulary=loaded.vocabulary,
+                               out_dir=run.model_dir, task_feature_lengths=run.task_feature_lengths)

@@ -1,58 +1,29 @@
-"""Autoregressive decoding for the encoder-decoder: greedy (temperature 0) or sampling.
+"""The batched decode loop: token rows in, decoded strings out, through Model.predict.
 
-The encoder runs once. A sizing call on the full target buffer creates the decoder's KV cache
-(and projects the encoder keys/values once); then each step feeds one token and reads one row
-of logits, so a sequence of T tokens costs O(T) decoder work.
+Batches are padded to a fixed size so one compiled program serves them all; the model decides
+how it decodes (flan_mix.models: KV-cached greedy or sampled).
 """
 from __future__ import annotations
 
-import functools
+from typing import Sequence
 
 import jax
-import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
 
-from flan_mix.models.t5 import default_segment_ids
+from flan_mix.models.base import DecodingConfig, Model
+from flan_mix.models.encoder_decoder import EOS_ID, PAD_ID
+from flan_mix.runtime import partitioning
 
-EOS_ID = 1
-PAD_ID = 0
 
-
-@functools.partial(jax.jit, static_argnames=("model", "max_decode_len", "temperature"))
-def decode(model, params, encoder_input_tokens, rng, *, max_decode_len: int,
-           temperature: float = 0.0):
-    """Returns int32 [B, max_decode_len]: generated ids, EOS included, zeros after it."""
-    batch = encoder_input_tokens.shape[0]
-    enc_seg = default_segment_ids(encoder_input_tokens)
-    encoded = model.apply({"params": params}, encoder_input_tokens, enc_seg, method=model.encode)
-    buffer = jnp.zeros((batch, max_decode_len), jnp.int32)
-    _, variables = model.apply({"params": params}, encoded, enc_seg, buffer, jnp.ones_like(buffer),
-                               decode=True, method=model.decode, mutable=["cache"])
-    step_seg = jnp.ones((batch, 1), jnp.int32)
-
-    def step(carry):
-        i, token, outputs, done, cache, rng = carry
-        logits, new_vars = model.apply({"params": params, "cache": cache}, encoded, enc_seg,
-                                       token[:, None], step_seg, decode=True, method=model.decode,
-                                       mutable=["cache"])
-        logits = logits[:, 0]
-        rng, sample_rng = jax.random.split(rng)
-        if temperature > 0.0:
-            token = jax.random.categorical(sample_rng, logits / temperature)
-        else:
-            token = jnp.argmax(logits, axis=-1)
-        token = jnp.where(done, PAD_ID, token).astype(jnp.int32)
-        outputs = outputs.at[:, i].set(token)
-        done = done | (token == EOS_ID)
-        return i + 1, token, outputs, done, new_vars["cache"], rng
-
-    def keep_going(carry):
-        i, _, _, done, _, _ = carry
-        return (i < max_decode_len) & ~jnp.all(done)
-
-    bos = jnp.zeros((batch,), jnp.int32)  # T5 starts decoding from id 0
-    init = (jnp.int32(0), bos, buffer, jnp.zeros((batch,), bool), variables["cache"], rng)
-    _, _, outputs, _, _, _ = jax.lax.while_loop(keep_going, step, init)
-    return outputs
+def pad_rows(rows: Sequence[np.ndarray], length: int) -> np.ndarray:
+    """int32 [len(rows), length]: each row cut to `length`, zero-padded."""
+    out = np.zeros((len(rows), length), np.int32)
+    for i, row in enumerate(rows):
+        row = np.asarray(row)[:length]
+        out[i, :len(row)] = row
+    return out
 
 
 def strip_after_eos(ids) -> list[list[int]]:
@@ -62,3 +33,22 @@ def strip_after_eos(ids) -> list[list[int]]:
         row = row[:row.index(EOS_ID)] if EOS_ID in row else row
         out.append([t for t in row if t != PAD_ID])
     return out
+
+
+def generate(model: Model, params, token_rows: Sequence[np.ndarray], vocabulary, *, mesh: Mesh,
+             inputs_length: int, max_decode_len: int, batch_size: int, desc: str = "decode",
+             temperature: float = 0.0, seed: int = 0) -> list[str]:
+    """Decodes every row of input ids to text."""
+    decoding = DecodingConfig(max_decode_len=max_decode_len, temperature=temperature)
+    predictions: list[str] = []
+    rng = jax.random.PRNGKey(seed)
+    for start in tqdm(range(0, len(token_rows), batch_size), desc=desc, unit="batch", leave=False):
+        chunk = list(token_rows[start:start + batch_size])
+        tokens = pad_rows(chunk + [np.zeros(1, np.int32)] * (batch_size - len(chunk)), inputs_length)
+        with mesh:
+            tokens = jax.device_put(tokens, partitioning.replicated(mesh))
+            ids = model.predict(params, {"encoder_input_tokens": tokens}, decoding,
+                                rng=jax.random.fold_in(rng, start))
+        for row in strip_after_eos(np.asarray(jax.device_get(ids))[:len(chunk)]):
+            predictions.append(vocabulary.decode(row))
+    return predictions

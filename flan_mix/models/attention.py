@@ -18,10 +18,12 @@ IMPLEMENTATIONS = ("xla", "pallas", "cudnn")
 
 def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, causal: bool = False,
               bias_table=None, bidirectional: bool = True, max_distance: int = 128,
-              sm_scale: float = 1.0, q_offset: int = 0, implementation: str = "xla"):
+              sm_scale: float = 1.0, q_offset: int = 0, implementation: str = "xla",
+              block_sizes=None):
     """Scaled dot-product attention with packing masks and an optional T5 bias table [H, buckets].
 
     q_offset shifts query positions (for incremental decoding); only "xla" supports it.
+    block_sizes: the Pallas kernel's tiles (flash_attention.BlockSizes); None picks its default.
     """
     kwargs = dict(q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids, causal=causal,
                   sm_scale=sm_scale, bias_table=bias_table, bidirectional=bidirectional,
@@ -33,7 +35,7 @@ def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, causal: bool 
                          "incremental decoding runs with implementation='xla'.")
     if implementation == "pallas":
         from flan_mix.kernels import flash_attention  # imported lazily: Pallas is heavy to load
-        return flash_attention.flash_attention(q, k, v, **kwargs)
+        return flash_attention.flash_attention(q, k, v, block_sizes=block_sizes, **kwargs)
     if implementation == "cudnn":
         return _cudnn_attention(q, k, v, **kwargs)
     raise ValueError(f"unknown attention implementation {implementation!r}; "

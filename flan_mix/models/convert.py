@@ -515,3 +515,17 @@ def save_hf_checkpoint(params: Mapping, config: T5Config, directory: str | os.Pa
         json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2, sort_keys=True)
         f.write("\n")
     return written + [index_path]
+
+
+# T5Config fields that describe the checkpoint; dtype and attention settings belong to the hardware.
+_ARCHITECTURE_FIELDS = ("vocab_size", "emb_dim", "num_heads", "head_dim", "mlp_dim", "num_encoder_layers",
+                        "num_decoder_layers", "dropout_rate", "relative_attention_num_buckets",
+                        "relative_attention_max_distance")
+
+
+def gin_bindings(config: T5Config, source: str = "") -> str:
+    """gin text that rebuilds `config`'s architecture (written beside an imported checkpoint)."""
+    lines = [f"# T5Config of the checkpoint imported from {source}" if source else "# T5Config",
+             "build_model.config = @T5Config()"]
+    lines += [f"T5Config.{name} = {getattr(config, name)!r}" for name in _ARCHITECTURE_FIELDS]
+    return "\n".join(lines) + "\n"

@@ -1,7 +1,7 @@
 """Building blocks of T5 1.1 in Flax Linen; every parameter carries logical axis names.
 
 Logical axes: batch, length, embed, mlp, heads, kv, vocab, relpos_buckets (see
-flan_mix/train/partitioning.py for how they map onto the mesh).
+flan_mix/runtime/partitioning.py for how they map onto the mesh).
 """
 from __future__ import annotations
 
@@ -125,6 +125,7 @@ class MultiHeadAttention(nn.Module):
     dropout_rate: float = 0.0
     dtype: Dtype = jnp.float32
     implementation: str = "xla"
+    block_sizes: Any = None  # Pallas tile sizes (kernels.flash_attention.BlockSizes)
 
     def _project(self, x, name, scale=1.0):
         return DenseGeneral((self.num_heads, self.head_dim), ("embed", "heads", "kv"), dtype=self.dtype,
@@ -152,7 +153,7 @@ class MultiHeadAttention(nn.Module):
         out = attention(q, k, v, q_segment_ids=q_segment_ids, kv_segment_ids=kv_segment_ids,
                         causal=causal, bias_table=bias_table, bidirectional=bidirectional,
                         max_distance=max_distance, sm_scale=1.0, q_offset=q_offset,
-                        implementation=impl)
+                        implementation=impl, block_sizes=self.block_sizes)
         out = constrain(out, ("batch", "length", "heads", "kv"))
         return DenseGeneral((embed,), ("heads", "kv", "embed"), in_dims=2, dtype=self.dtype,
                             name="out")(out)

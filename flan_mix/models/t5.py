@@ -31,7 +31,8 @@ class T5Config:
     relative_attention_num_buckets: int = 32
     relative_attention_max_distance: int = 128
     dtype: str = "float32"  # activation dtype; parameters stay float32
-    attention_impl: str = "xla"
+    attention_impl: str = "xla"  # gin: ATTENTION_IMPL, bound in gin/hardware/*.gin
+    attention_block_sizes: Any = None  # kernels.flash_attention.BlockSizes; None: per-backend default
 
     @property
     def activation_dtype(self) -> Any:
@@ -52,7 +53,7 @@ class EncoderLayer(nn.Module):
         dt = cfg.activation_dtype
         y = layers.RMSNorm(dtype=dt, name="pre_attention_norm")(x)
         y = layers.MultiHeadAttention(cfg.num_heads, cfg.head_dim, dtype=dt, implementation=cfg.attention_impl,
-                                      name="attention")(
+                                      block_sizes=cfg.attention_block_sizes, name="attention")(
             y, y, q_segment_ids=segment_ids, kv_segment_ids=segment_ids, causal=False,
             bias_table=bias_table, bidirectional=True,
             max_distance=cfg.relative_attention_max_distance)
@@ -74,14 +75,14 @@ class DecoderLayer(nn.Module):
         drop = nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,))
         y = layers.RMSNorm(dtype=dt, name="pre_self_attention_norm")(x)
         y = layers.MultiHeadAttention(cfg.num_heads, cfg.head_dim, dtype=dt, implementation=cfg.attention_impl,
-                                      name="self_attention")(
+                                      block_sizes=cfg.attention_block_sizes, name="self_attention")(
             y, y, q_segment_ids=decoder_segment_ids, kv_segment_ids=decoder_segment_ids, causal=True,
             bias_table=bias_table, bidirectional=False,
             max_distance=cfg.relative_attention_max_distance, decode=decode)
         x = x + drop(y, deterministic=deterministic)
         y = layers.RMSNorm(dtype=dt, name="pre_cross_attention_norm")(x)
         y = layers.MultiHeadAttention(cfg.num_heads, cfg.head_dim, dtype=dt, implementation=cfg.attention_impl,
-                                      name="encoder_decoder_attention")(
+                                      block_sizes=cfg.attention_block_sizes, name="encoder_decoder_attention")(
             y, encoded, q_segment_ids=decoder_segment_ids, kv_segment_ids=encoder_segment_ids,
             causal=False, decode=decode)
         x = x + drop(y, deterministic=deterministic)
@@ -141,7 +142,7 @@ class Transformer(nn.Module):
         cfg = self.config
         if cfg.vocab_size is None:
             raise ValueError("T5Config.vocab_size is None; resolve it from the vocabulary first "
-                             "(flan_mix.train.loop does this) or bind T5Config.vocab_size in gin.")
+                             "(flan_mix.models.build.build_model does this) or bind T5Config.vocab_size in gin.")
         self.token_embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, dtype=cfg.activation_dtype)
         self.encoder = Encoder(cfg, self.token_embed)
         self.decoder = Decoder(cfg, self.token_embed)

@@ -1,11 +1,12 @@
-"""The gin-configurable entries behind run.py: train() and evaluate().
+"""train(): the gin-configurable training entry behind `python run.py train`.
 
-train(): register the data, build the mesh, model and optimizer, resume from MODEL_DIR (or warm
-start from INITIAL_CHECKPOINT_PATH), run the jitted step over host-local packed batches with a
-progress bar, log metrics to TensorBoard and MODEL_DIR/metrics.jsonl, checkpoint, then evaluate.
+Register the data, build the mesh, model and optimizer, resume from MODEL_DIR (or warm start
+from INITIAL_CHECKPOINT_PATH), run the jitted step over host-local packed batches with a
+progress bar, log metrics to TensorBoard and MODEL_DIR/metrics.jsonl, and checkpoint. What runs
+after training (evaluation) is the launcher's business: train() returns the trained state.
 
-The data side (seqio, TensorFlow) is imported inside the entries, not at module level, so the
-rest of flan_mix.train stays importable on machines without TensorFlow (the GPU benchmarks).
+The data side (seqio, TensorFlow) is imported inside train(), not at module level, so the rest
+of flan_mix.train stays importable on machines without TensorFlow (the GPU benchmarks).
 """
 from __future__ import annotations
 
@@ -14,38 +15,22 @@ import json
 import logging
 import os
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import gin
 import jax
 import numpy as np
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from flan_mix.models.t5 import T5Config, Transformer
-from flan_mix.train import checkpoints, optim, partitioning
+from flan_mix.models.base import Model
+from flan_mix.models.build import build_model
+from flan_mix.runtime import checkpoints, partitioning
+from flan_mix.runtime.run_config import run_config
+from flan_mix.train import optim
 from flan_mix.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
-
-
-def padded_vocab_size(vocab_size: int, multiple: int = 128) -> int:
-    """T5 pads the embedding table to a multiple of 128 so it shards evenly over the model axis."""
-    return -(-vocab_size // multiple) * multiple
-
-
-@gin.configurable
-def build_model(config: T5Config = gin.REQUIRED, vocabulary=None, attention_impl: str | None = None):
-    """The Transformer for `config`, with vocab_size taken from the vocabulary when unset."""
-    if config.vocab_size is None:
-        if vocabulary is None:
-            raise ValueError("T5Config.vocab_size is unset and no vocabulary was given.")
-        config = dataclasses.replace(config, vocab_size=padded_vocab_size(vocabulary.vocab_size))
-    elif vocabulary is not None and config.vocab_size < vocabulary.vocab_size:
-        raise ValueError(f"T5Config.vocab_size={config.vocab_size} is smaller than the vocabulary "
-                         f"({vocabulary.vocab_size} ids); fix the model gin file or the vocabulary.")
-    if attention_impl is not None:
-        config = dataclasses.replace(config, attention_impl=attention_impl)
-    return Transformer(config)
 
 
 class MetricsWriter:
@@ -80,74 +65,68 @@ def write_config(model_dir: str, name: str = "config.gin"):
             f.write(gin.config_str())
 
 
-def batch_shapes(task_feature_lengths: Mapping[str, int], batch_size: int):
-    enc, dec = task_feature_lengths["inputs"], task_feature_lengths["targets"]
-    return {"encoder_input_tokens": (batch_size, enc), "decoder_input_tokens": (batch_size, dec),
-            "decoder_target_tokens": (batch_size, dec)}
-
-
-def _count_tokens(batch: Mapping[str, np.ndarray]) -> int:
-    return int(np.count_nonzero(batch["encoder_input_tokens"]) + batch["decoder_loss_weights"].sum())
+@dataclasses.dataclass
+class TrainResult:
+    """What a caller needs to go on with the trained model (e.g. evaluate it in memory)."""
+    model: Model
+    params: Any
+    mesh: Mesh
+    vocabulary: Any
+    final_step: int
+    train_metrics: dict[str, float]
 
 
 @gin.configurable
-def train(model_dir: str = gin.REQUIRED,
-          mixture_or_task_name: str = gin.REQUIRED,
-          task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
-          train_steps: int = gin.REQUIRED,
-          batch_size: int = gin.REQUIRED,
-          seed: int = 0,
-          use_packing: bool = True,
+def train(use_packing: bool = True,
           num_microbatches: int = 1,
-          z_loss: float = 1e-4,
-          loss_normalization: Any = "num_real_target_tokens",
           dropout: bool = True,
           initial_checkpoint_path: str | None = None,
-          log_every_steps: int = 20,
-          evaluate_after: bool = True) -> dict[str, Any]:
-    """Trains to `train_steps` (resuming if MODEL_DIR has a checkpoint); returns the last metrics."""
+          log_every_steps: int = 20) -> TrainResult:
+    """Trains to TRAIN_STEPS (resuming if MODEL_DIR has a checkpoint)."""
     from flan_mix.data import pipeline, registration
-    os.makedirs(model_dir, exist_ok=True)
+    run = run_config()
+    if not run.mixture_or_task_name or not run.train_steps:
+        raise ValueError("training needs MIXTURE_OR_TASK_NAME and TRAIN_STEPS (gin: run_config.*); "
+                         "see gin/runs/default.gin.")
+    os.makedirs(run.model_dir, exist_ok=True)
     vocabulary = registration.register_all()
-    registration.check_name(mixture_or_task_name)
-    model = build_model(vocabulary=vocabulary)
+    registration.check_name(run.mixture_or_task_name)
+    model = build_model(vocab_size=vocabulary.vocab_size)
     mesh = partitioning.make_mesh()
-    rules = partitioning.logical_axis_rules()
     tx, schedule = optim.make_optimizer()
-    trainer = Trainer(model, tx, mesh, rules, schedule=schedule, z_loss=z_loss,
-                      loss_normalization=loss_normalization, num_microbatches=num_microbatches,
-                      dropout_seed=seed)
-    shapes = batch_shapes(task_feature_lengths, batch_size)
-    abstract, shardings = trainer.abstract_state(shapes)
-    ckpt = checkpoints.Checkpointer(model_dir)
+    trainer = Trainer(model, tx, mesh, partitioning.logical_axis_rules(), schedule=schedule,
+                      num_microbatches=num_microbatches, dropout_seed=run.seed)
+    abstract, shardings = trainer.abstract_state()
+    ckpt = checkpoints.Checkpointer(run.model_dir)
     state = ckpt.restore_latest(abstract)
     if state is not None:
         log.info("resumed from %s at step %d", ckpt.directory, int(state.step))
     else:
-        state = trainer.init_state(seed, shapes)
+        state = trainer.init_state(run.seed)
         if initial_checkpoint_path:
-            params = checkpoints.restore_params(initial_checkpoint_path, abstract.params)
+            params = checkpoints.restore_params(initial_checkpoint_path, model=model, mesh=mesh,
+                                                rules=trainer.rules)
             state = state.replace(params=params)
-    write_config(model_dir)
+    write_config(run.model_dir)
     start = int(jax.device_get(state.step))
     print(f"model: {model.config}\nmesh: {dict(mesh.shape)}  params: "
           f"{sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(abstract.params)):,}")
 
     batches = pipeline.get_batches(
-        mixture_or_task_name, task_feature_lengths=task_feature_lengths, split="train",
-        global_batch_size=batch_size, seed=seed, shuffle=True, pack=use_packing,
+        run.mixture_or_task_name, task_feature_lengths=run.task_feature_lengths, split="train",
+        global_batch_size=run.batch_size, seed=run.seed, shuffle=True, pack=use_packing,
         shard_index=jax.process_index(), num_shards=jax.process_count(), start_batch=start)
     step_fn = trainer.compile_train_step(shardings, dropout=dropout)
-    writer = MetricsWriter(model_dir)
+    writer = MetricsWriter(run.model_dir)
     metrics: dict[str, float] = {}
-    bar = tqdm(total=train_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    bar = tqdm(total=run.train_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
     window_tokens, window_start = 0, time.perf_counter()
     try:
-        for step in range(start, train_steps):
+        for step in range(start, run.train_steps):
             batch = next(batches)
-            window_tokens += _count_tokens(batch)
+            window_tokens += model.count_tokens(batch)
             state, device_metrics = trainer.run_step(step_fn, state, batch)
-            if (step + 1) % log_every_steps == 0 or step + 1 == train_steps:
+            if (step + 1) % log_every_steps == 0 or step + 1 == run.train_steps:
                 metrics = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
                 elapsed = time.perf_counter() - window_start
                 metrics["tokens_per_second"] = window_tokens * jax.process_count() / max(elapsed, 1e-9)
@@ -161,41 +140,6 @@ def train(model_dir: str = gin.REQUIRED,
         bar.close()
         ckpt.close()
         writer.close()
-    write_config(model_dir, "operative_config.gin")
-    result = {"final_step": train_steps, "train_metrics": metrics}
-    if evaluate_after:
-        from flan_mix.evaluation import generation
-        result["eval"] = generation.evaluate_generation(model, state.params, mesh=mesh,
-                                                        vocabulary=vocabulary, out_dir=model_dir)
-    return result
-
-
-@gin.configurable
-def evaluate(model_dir: str = gin.REQUIRED, checkpoint_step: int | None = None,
-             task_feature_lengths: Mapping[str, int] = gin.REQUIRED,
-             batch_size: int = gin.REQUIRED) -> list[dict[str, Any]]:
-    """Restores a checkpoint from MODEL_DIR (the latest unless checkpoint_step) and evaluates it."""
-    from flan_mix.data import registration
-    from flan_mix.evaluation import generation
-    vocabulary = registration.register_all()
-    model = build_model(vocabulary=vocabulary)
-    mesh = partitioning.make_mesh()
-    trainer = Trainer(model, optim.make_optimizer()[0], mesh, partitioning.logical_axis_rules())
-    abstract, _ = trainer.abstract_state(batch_shapes(task_feature_lengths, batch_size))
-    step_dir = checkpoint_step_dir(model_dir, checkpoint_step)
-    params = checkpoints.restore_params(step_dir, abstract.params)
-    return generation.evaluate_generation(model, params, mesh=mesh, vocabulary=vocabulary,
-                                          out_dir=model_dir)
-
-
-def checkpoint_step_dir(model_dir: str, step: int | None) -> str:
-    root = os.path.join(os.path.abspath(model_dir), "checkpoints")
-    steps = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
-    if not steps:
-        raise FileNotFoundError(f"no checkpoint in {root}; train first (python run.py train "
-                                f"--gin.MODEL_DIR=\"'{model_dir}'\") or point MODEL_DIR at a trained run.")
-    if step is None:
-        step = steps[-1]
-    elif step not in steps:
-        raise FileNotFoundError(f"no checkpoint for step {step} in {root}; available: {steps}")
-    return os.path.join(root, str(step))
+    write_config(run.model_dir, "operative_config.gin")
+    return TrainResult(model=model, params=state.params, mesh=mesh, vocabulary=vocabulary,
+                       final_step=run.train_steps, train_metrics=metrics)

@@ -1,7 +1,7 @@
 """Reading natural-instructions (NIv2) task files: tasks/taskNNN_*.json with Definition, Positive Examples and
 Instances (each with a list of outputs).
 
-A task file can hold thousands of instances; _index_niv2_file records each instance's byte range once, so a
+A task file can hold thousands of instances; index_niv2_file records each instance's byte range once, so a
 source can read any instance later without keeping the file in memory. Malformed files raise MalformedDataError
 naming the file, the field or instance, and the problem.
 """
@@ -90,7 +90,7 @@ def _parse_positive_examples(path: Path, value: Any) -> tuple[NIv2Example, ...]:
     return tuple(out)
 
 
-def _parse_instance(path: Path, position: int, value: Any, task_name: str) -> NIv2Instance:
+def parse_instance(path: Path, position: int, value: Any, task_name: str) -> NIv2Instance:
     where = f"Instances[{position}]"
     if not isinstance(value, dict):
         raise MalformedDataError(path, f"field {where}", f"expected an object, got {type(value).__name__}")
@@ -113,7 +113,7 @@ def _parse_instance(path: Path, position: int, value: Any, task_name: str) -> NI
 
 
 @dataclasses.dataclass
-class _NIv2Index:
+class NIv2Index:
     """What a NIv2 source keeps in memory: task-level text and byte spans of the instances."""
 
     definition: str
@@ -125,7 +125,7 @@ class _NIv2Index:
     skipped: int
 
 
-def _index_niv2_file(path: Path, task_name: str, skip_malformed: bool) -> _NIv2Index:
+def index_niv2_file(path: Path, task_name: str, skip_malformed: bool) -> NIv2Index:
     """Validates a task file and records the byte span of every instance.
 
     The file is scanned once; only the spans (16 bytes per instance), the definition and the
@@ -174,7 +174,7 @@ def _index_niv2_file(path: Path, task_name: str, skip_malformed: bool) -> _NIv2I
                     obj, i = dec.raw_decode(text, i)
                     try:
                         # Structure check on the latin-1 view (types and emptiness are the same).
-                        _parse_instance(path, position, obj, task_name)
+                        parse_instance(path, position, obj, task_name)
                         starts.append(start)
                         ends.append(i)
                     except MalformedDataError as e:
@@ -217,17 +217,17 @@ def _index_niv2_file(path: Path, task_name: str, skip_malformed: bool) -> _NIv2I
     definition = _parse_definition(path, utf8_value(*values["Definition"]))
     positives = _parse_positive_examples(path, utf8_value(*values["Positive Examples"]))
     report_skipped(task_name, path, skipped)
-    return _NIv2Index(definition, positives, starts, ends, stat.st_size, stat.st_mtime_ns, len(skipped))
+    return NIv2Index(definition, positives, starts, ends, stat.st_size, stat.st_mtime_ns, len(skipped))
 
 
 def read_niv2_task(path: os.PathLike | str, *, skip_malformed: bool = False) -> NIv2Task:
     """Reads and validates a whole NIv2 task file into memory."""
     path = Path(path)
     name = path.name[: -len(".json")] if path.name.endswith(".json") else path.name
-    index = _index_niv2_file(path, name, skip_malformed)
+    index = index_niv2_file(path, name, skip_malformed)
     raw = path.read_bytes()
     instances = tuple(
-        _parse_instance(path, k, json.loads(raw[s:e].decode("utf-8")), name) for k, (s, e) in enumerate(zip(index.starts, index.ends))
+        parse_instance(path, k, json.loads(raw[s:e].decode("utf-8")), name) for k, (s, e) in enumerate(zip(index.starts, index.ends))
     )
     return NIv2Task(name, path, index.definition, index.positive_examples, instances)
 

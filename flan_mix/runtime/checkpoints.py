@@ -1,19 +1,39 @@
-"""orbax checkpoints: save every N steps, keep K, resume from MODEL_DIR, or warm-start params.
+"""orbax checkpoints: save every N steps, keep K, resume, and restore params for inference.
 
-Restores go straight into the shardings of the current mesh, so a checkpoint written on one
-mesh restores onto another. Before restoring, shapes are compared with the model being built, so
-a MODEL_DIR holding another model fails with a message instead of an orbax stack trace.
+On disk a step holds {step, params, opt_state} (TrainState). Restores go straight into the
+shardings of the current mesh, so a checkpoint written on one mesh restores onto another. Before
+restoring, shapes are compared with the model being built, so a MODEL_DIR holding another model
+fails with a message instead of an orbax stack trace. restore_params needs only the model: no
+optimizer and no batch shapes.
 """
 from __future__ import annotations
 
 import os
 from typing import Any
 
+import flax.linen as nn
+import flax.struct
 import gin
 import jax
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh
 
-from flan_mix.train.trainer import TrainState
+from flan_mix.runtime import partitioning
+
+
+class MissingCheckpointError(FileNotFoundError):
+    """No checkpoint where one was asked for; the message says where it looked and what to do."""
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint whose parameter shapes do not fit the model being built."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
 
 
 def _as_tree(state: TrainState) -> dict[str, Any]:
@@ -52,7 +72,7 @@ def check_shapes(saved_tree, expected_tree, where: str):
     lines += [f"  not in model: {k}" for k in extra[:4]]
     lines.append("Fix: point MODEL_DIR at a fresh directory, or use the model gin file (and vocabulary) "
                  "the checkpoint was trained with.")
-    raise ValueError("\n".join(lines))
+    raise CheckpointMismatchError("\n".join(lines))
 
 
 @gin.configurable
@@ -94,14 +114,28 @@ class Checkpointer:
         self.manager.close()
 
 
+def checkpoint_step_dir(model_dir: str, step: int | None = None) -> str:
+    """MODEL_DIR/checkpoints/<step>: the latest step unless `step` is given."""
+    root = os.path.join(os.path.abspath(model_dir), "checkpoints")
+    steps = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
+    if not steps:
+        raise MissingCheckpointError(f"no checkpoint in {root}; train first (python run.py train "
+                                f"--gin.MODEL_DIR=\"'{model_dir}'\") or point MODEL_DIR at a trained run.")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise MissingCheckpointError(f"no checkpoint for step {step} in {root}; available: {steps}")
+    return os.path.join(root, str(step))
+
+
 def _item_dir(step_dir: str) -> str:
     """CheckpointManager keeps the pytree in <step>/default; accept either directory."""
     step_dir = os.path.abspath(step_dir)
     item_dir = os.path.join(step_dir, "default")
     path = item_dir if os.path.isdir(item_dir) else step_dir
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"checkpoint directory {step_dir!r} does not exist; pass a step directory "
-                                "such as MODEL_DIR/checkpoints/<step>.")
+        raise MissingCheckpointError(f"checkpoint directory {step_dir!r} does not exist; pass a model directory "
+                                "or a step directory such as MODEL_DIR/checkpoints/<step>.")
     return path
 
 
@@ -113,12 +147,37 @@ def _saved_params_metadata(step_dir: str):
     return meta_tree["params"]
 
 
-def restore_params(path: str, abstract_params):
-    """Params only, from a checkpoint step directory (e.g. MODEL_DIR/checkpoints/1000)."""
+def abstract_params(model, mesh: Mesh, rules):
+    """(ShapeDtypeStruct params carrying their shardings, the shardings) of `model` on `mesh`."""
+    boxed = model.abstract_params()
+    shardings = partitioning.logical_to_shardings(nn.get_partition_spec(boxed), mesh, rules)
+    params = jax.tree_util.tree_map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                                    nn.meta.unbox(boxed), shardings)
+    return params, shardings
+
+
+def restore_params(path: str, step: int | None = None, *, model, mesh: Mesh, rules=None):
+    """The params of a checkpoint, sharded for `model` on `mesh`; no optimizer state is read.
+
+    path: a MODEL_DIR (its latest step, or `step`) or a step directory (MODEL_DIR/checkpoints/N).
+    """
+    if os.path.isdir(os.path.join(path, "checkpoints")):
+        path = checkpoint_step_dir(path, step)
+    elif step is not None:
+        raise ValueError(f"restore_params(step={step}) needs a MODEL_DIR; {path} has no checkpoints/ "
+                         "directory (it is taken as one step's directory).")
+    rules = partitioning.logical_axis_rules() if rules is None else rules
+    target = {"params": abstract_params(model, mesh, rules)[0]}
     path = _item_dir(path)
-    check_shapes(_saved_params_metadata(path), abstract_params, path)
-    checkpointer = ocp.PyTreeCheckpointer()
-    target = {"params": abstract_params}
-    tree = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+    check_shapes(_saved_params_metadata(path), target["params"], path)
+    tree = ocp.PyTreeCheckpointer().restore(path, args=ocp.args.PyTreeRestore(
         item=target, restore_args=_restore_args(target), partial_restore=True))
     return tree["params"]
+
+
+def save_params(model_dir: str, params, step: int = 0) -> str:
+    """Writes params alone as MODEL_DIR/checkpoints/<step> (e.g. an imported HF model); restore_params
+    and INITIAL_CHECKPOINT_PATH read it. Returns the step directory."""
+    step_dir = os.path.join(os.path.abspath(model_dir), "checkpoints", str(step))
+    ocp.PyTreeCheckpointer().save(os.path.join(step_dir, "default"), {"params": params})
+    return step_dir

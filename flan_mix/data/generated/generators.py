@@ -1,75 +1,20 @@
-"""The offline generated mini-collection behind the embedded default (`python run.py`).
+"""The example generators of the generated mini-collection: small word lists and one function per task.
 
-Twenty-five small tasks over ten abilities, generated from a seed, so that the default run needs no files and
-no network. Each task is sized for a tiny T5 trained for minutes on a CPU (a few thousand examples per task):
-short inputs, answers of a few tokens, a small regular vocabulary, small number ranges (single-digit sums,
-numbers up to 30, ten letters, offsets of a few days), and a real skill (add two numbers, sort three words,
-count letters, follow a two-fact deduction, trace three lines of code, ...).
-
-An example is a dict::
+A generator takes a `random.Random` and returns one example::
 
     {"question": str, "answer": str, "options": tuple[str, ...], "rationale": str}
 
 `options` is empty for free-form tasks; for multiple-choice tasks `answer` is one of `options` and the question
 names the candidates itself, so the question stays answerable when a template drops the options block.
-`rationale` is a worked chain of thought for tasks with `has_cot`, else "".
-
-Splits. Whether a question belongs to "train" or "validation" is a fixed function of (task, question text), the
-same for every seed, so no validation question ever appears in a train split. Within a split, examples are
-unique (question and options) and drawn by a `random.Random` seeded from sha256(seed, task, split).
-
-Held-out tasks (`held_out=True`) are kept out of the training mixture for zero-shot evaluation. Each is a new
-phrasing or a new multiple-choice variant of a trained skill, so transfer is plausible.
+`rationale` is a worked chain of thought for tasks with chain-of-thought variants, else "".
+Split membership and uniqueness are applied on top (flan_mix.data.generated.collection).
 """
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import hashlib
 import random
-from typing import Callable
 
 Example = dict
-SPLITS = ("train", "validation")
-# One question in VALIDATION_MODULUS (by hash of the question text) belongs to the validation split.
-VALIDATION_MODULUS = 5
 
-
-@dataclasses.dataclass(frozen=True)
-class GeneratedTask:
-    """A generated task: its name, the ability it tests, its template family and its example generator.
-
-    family: "generic_qa" (free-form) or "generic_mc" (multiple choice). Tasks with `has_cot` also render with
-    the "cot" family (rationale + answer) for their chain-of-thought variants.
-    generate: rng -> example (question, answer, options, rationale); split membership is applied on top.
-    """
-
-    name: str
-    ability: str
-    family: str
-    held_out: bool
-    has_cot: bool
-    description: str
-    generate: Callable[[random.Random], Example] = dataclasses.field(repr=False, compare=False)
-
-    @property
-    def is_mc(self) -> bool:
-        return self.family == "generic_mc"
-
-
-def derive_seed(*parts) -> int:
-    """A 63-bit seed from any parts, stable across processes and Python versions (never Python's hash())."""
-    digest = hashlib.sha256("|".join(str(p) for p in parts).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
-def split_of(task_name: str, question: str) -> str:
-    """The split a question belongs to: a fixed function of the task and the question text, not of the seed."""
-    digest = hashlib.sha256(f"split|{task_name}|{question}".encode("utf-8")).digest()
-    return "validation" if int.from_bytes(digest[:4], "big") % VALIDATION_MODULUS == 0 else "train"
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Small, regular word lists.
 NAMES = ("Ann", "Ben", "Cal", "Dan", "Eva", "Fay", "Gus", "Hal", "Ivy", "Jon", "Kim", "Leo", "Mia", "Ned",
          "Pam", "Rex", "Sam", "Tom", "Uma", "Val", "Wes", "Zoe")
@@ -119,7 +64,7 @@ def _spaced(s: str) -> str:
     return " ".join(s)
 
 
-def _random_letters(rng: random.Random, lo: int, hi: int, alphabet: str = LETTERS) -> str:
+def random_letters(rng: random.Random, lo: int, hi: int, alphabet: str = LETTERS) -> str:
     return "".join(rng.choice(alphabet) for _ in range(rng.randint(lo, hi)))
 
 
@@ -135,7 +80,7 @@ def _join_and(items) -> str:
 
 # ----------------------------------------------------------------------------------------------------------
 # arithmetic
-def _add_word_problem(rng):
+def add_word_problem(rng):
     name, obj = rng.choice(NAMES), rng.choice(OBJECTS)
     a, b = rng.randint(1, 9), rng.randint(1, 9)
     frame = rng.randrange(3)
@@ -149,7 +94,7 @@ def _add_word_problem(rng):
     return _qa(q, str(a + b), r)
 
 
-def _sub_word_problem(rng):
+def sub_word_problem(rng):
     name, obj = rng.choice(NAMES), rng.choice(OBJECTS)
     b, left = rng.randint(1, 9), rng.randint(1, 9)
     a = b + left
@@ -164,7 +109,7 @@ def _sub_word_problem(rng):
     return _qa(q, str(a - b), r)
 
 
-def _two_step_word_problem(rng):
+def two_step_word_problem(rng):
     name, other = rng.sample(NAMES, 2)
     obj = rng.choice(OBJECTS)
     a, b = rng.randint(1, 9), rng.randint(1, 9)
@@ -177,7 +122,7 @@ def _two_step_word_problem(rng):
     return _qa(q, str(s - c), r)
 
 
-def _bare_addition(rng):
+def bare_addition(rng):
     a, b = rng.randint(1, 9), rng.randint(1, 9)
     frame = rng.randrange(4)
     if frame == 3:
@@ -188,7 +133,7 @@ def _bare_addition(rng):
 
 
 # comparison
-def _larger_number_mc(rng):
+def larger_number_mc(rng):
     a, b = rng.sample(range(1, 31), 2)
     frame = rng.randrange(3)
     q = (f"Which number is larger: {a} or {b}?", f"Which is bigger, {a} or {b}?",
@@ -196,7 +141,7 @@ def _larger_number_mc(rng):
     return _mc(q, (str(a), str(b)), str(max(a, b)))
 
 
-def _max_of_list(rng):
+def max_of_list(rng):
     nums = rng.sample(range(1, 31), rng.randint(3, 4))
     listed = ", ".join(map(str, nums))
     frame = rng.randrange(2)
@@ -205,7 +150,7 @@ def _max_of_list(rng):
 
 
 # sorting
-def _sort_words(rng):
+def sort_words(rng):
     words = rng.sample(SORT_WORDS, rng.randint(3, 4))
     frame = rng.randrange(2)
     q = (f"Sort these words in alphabetical order: {', '.join(words)}",
@@ -213,7 +158,7 @@ def _sort_words(rng):
     return _qa(q, ", ".join(sorted(words)))
 
 
-def _sort_numbers(rng):
+def sort_numbers(rng):
     nums = rng.sample(range(1, 10), rng.randint(3, 4))
     frame = rng.randrange(2)
     listed = ", ".join(map(str, nums))
@@ -222,16 +167,16 @@ def _sort_numbers(rng):
     return _qa(q, ", ".join(map(str, sorted(nums))))
 
 
-def _first_alphabetically_mc(rng):
+def first_alphabetically_mc(rng):
     words = rng.sample(SORT_WORDS, rng.randint(3, 4))
     q = f"Which word comes first in alphabetical order: {_join_or(words)}?"
     return _mc(q, words, min(words))
 
 
 # counting
-def _count_letter(rng):
+def count_letter(rng):
     alphabet = "abcd"
-    word = _random_letters(rng, 3, 5, alphabet)
+    word = random_letters(rng, 3, 5, alphabet)
     letter = rng.choice(word) if rng.random() < 0.9 else rng.choice(alphabet)
     frame = rng.randrange(2)
     q = (f"How many times does the letter {letter} appear in: {_spaced(word)}?",
@@ -239,14 +184,14 @@ def _count_letter(rng):
     return _qa(q, str(word.count(letter)))
 
 
-def _word_length(rng):
-    word = _random_letters(rng, 2, 7, SMALL_ALPHABET)
+def word_length(rng):
+    word = random_letters(rng, 2, 7, SMALL_ALPHABET)
     frame = rng.randrange(2)
     q = (f"How many letters are in: {_spaced(word)}?", f"Count the letters: {_spaced(word)}")[frame]
     return _qa(q, str(len(word)))
 
 
-def _count_category(rng):
+def count_category(rng):
     category = rng.choice(sorted(CATEGORIES))
     pool = [(w, c) for c in sorted(CATEGORIES) for w in CATEGORIES[c]]
     items = rng.sample(pool, rng.randint(3, 5))  # the category word lists are disjoint
@@ -260,7 +205,7 @@ def _count_category(rng):
 
 
 # dates
-def _weekday_offset(rng):
+def weekday_offset(rng):
     start, k = rng.randrange(7), rng.randint(1, 4)
     day, end = WEEKDAYS[start], WEEKDAYS[(start + k) % 7]
     frame = rng.randrange(3)
@@ -277,7 +222,7 @@ def _weekday_offset(rng):
     return _qa(q, end, r)
 
 
-def _month_after_mc(rng):
+def month_after_mc(rng):
     start, k = rng.randrange(12), rng.randint(1, 3)
     answer = MONTHS[(start + k) % 12]
     if rng.random() < 0.2:
@@ -291,7 +236,7 @@ def _month_after_mc(rng):
     return _mc(q, options, answer)
 
 
-def _weekday_offset_mc(rng):
+def weekday_offset_mc(rng):
     start, k = rng.randrange(7), rng.randint(1, 4)
     answer = WEEKDAYS[(start + k) % 7]
     if rng.random() < 0.3:
@@ -338,29 +283,29 @@ def _eval_bool(text: str) -> bool:
     return bool(eval(" ".join(tokens), {"__builtins__": {}}, {}))  # only the whitelisted tokens above
 
 
-def _boolean_expression(rng):
+def boolean_expression(rng):
     text, value = _bool_expression(rng, rng.random() < 0.5)
     frame = rng.randrange(2)
     q = (f"Evaluate: {text}", f"What is the value of {text}?")[frame]
     return _qa(q, str(value))
 
 
-def _boolean_expression_mc(rng):
+def boolean_expression_mc(rng):
     text, value = _bool_expression(rng, rng.random() < 0.5)
     q = f"Is the following expression True or False? {text}"
     return _mc(q, ("True", "False"), str(value))
 
 
 # string edits
-def _reverse_letters(rng):
-    word = _random_letters(rng, 3, 4, SMALL_ALPHABET)
+def reverse_letters(rng):
+    word = random_letters(rng, 3, 4, SMALL_ALPHABET)
     frame = rng.randrange(2)
     q = (f"Reverse the letters: {_spaced(word)}", f"Write these letters in reverse order: {_spaced(word)}")[frame]
     return _qa(q, _spaced(word[::-1]))
 
 
-def _uppercase_letters(rng):
-    word = _random_letters(rng, 3, 4, SMALL_ALPHABET)
+def uppercase_letters(rng):
+    word = random_letters(rng, 3, 4, SMALL_ALPHABET)
     frame = rng.randrange(2)
     q = (f"Write in capital letters: {_spaced(word)}", f"Change to upper case: {_spaced(word)}")[frame]
     return _qa(q, _spaced(word.upper()))
@@ -375,7 +320,7 @@ def _table(rng):
     return names, col, values, text
 
 
-def _table_lookup(rng):
+def table_lookup(rng):
     names, col, values, text = _table(rng)
     i = rng.randrange(3)
     frame = rng.randrange(2)
@@ -383,7 +328,7 @@ def _table_lookup(rng):
     return _qa(q, values[i])
 
 
-def _table_lookup_mc(rng):
+def table_lookup_mc(rng):
     names, col, values, text = _table(rng)
     i = rng.randrange(3)
     q = f"Table: {text} Which {col} does {names[i]} have: {_join_or(values)}?"
@@ -391,7 +336,7 @@ def _table_lookup_mc(rng):
 
 
 # entailment over generated facts
-def _syllogism_mc(rng):
+def syllogism_mc(rng):
     name = rng.choice(NAMES)
     kind, other_kind = rng.sample(NONCE_KINDS, 2)
     prop = rng.choice(PROPERTIES)
@@ -407,7 +352,7 @@ def _syllogism_mc(rng):
     return _mc(q, ("yes", "no", NO_ANSWER), answer)
 
 
-def _ranking_chain(rng):
+def ranking_chain(rng):
     top, mid, low = rng.sample(NAMES, 3)
     comp, most, least = rng.choice(COMPARATIVES)
     facts = [f"{top} is {comp} than {mid}.", f"{mid} is {comp} than {low}."]
@@ -421,7 +366,7 @@ def _ranking_chain(rng):
 
 
 # code tracing
-def _trace_assign(rng):
+def trace_assign(rng):
     var = rng.choice(CODE_VARS)
     value = rng.randint(0, 9)
     lines, steps = [f"{var} = {value}"], [f"{var} starts at {value}."]
@@ -440,7 +385,7 @@ def _trace_assign(rng):
     return _qa(q, str(value), " ".join(steps))
 
 
-def _trace_if_mc(rng):
+def trace_if_mc(rng):
     var = rng.choice(CODE_VARS)
     hi_word, lo_word = rng.choice(CODE_WORD_PAIRS)
     op = rng.choice((">", "<", ">=", "<="))
@@ -451,154 +396,3 @@ def _trace_if_mc(rng):
     holds = {">": x > y, "<": x < y, ">=": x >= y, "<=": x <= y}[op]
     q = f"What does this code print: {code}? Answer {hi_word} or {lo_word}."
     return _mc(q, (hi_word, lo_word), hi_word if holds else lo_word)
-
-
-# ----------------------------------------------------------------------------------------------------------
-def _task(name, ability, family, generate, description, held_out=False, has_cot=False):
-    return GeneratedTask(name=name, ability=ability, family=family, held_out=held_out, has_cot=has_cot,
-                         description=description, generate=generate)
-
-
-_QA, _MC = "generic_qa", "generic_mc"
-GENERATED_TASKS: dict[str, GeneratedTask] = {t.name: t for t in (
-    _task("add_word_problem", "arithmetic", _QA, _add_word_problem, "add two one-digit numbers in a story",
-          has_cot=True),
-    _task("sub_word_problem", "arithmetic", _QA, _sub_word_problem, "subtract (answer 1-9) in a story", has_cot=True),
-    _task("two_step_word_problem", "arithmetic", _QA, _two_step_word_problem, "add then subtract in a story",
-          has_cot=True),
-    _task("bare_addition", "arithmetic", _QA, _bare_addition, "add two one-digit numbers, no story", held_out=True),
-    _task("larger_number_mc", "comparison", _MC, _larger_number_mc, "pick the larger of two numbers"),
-    _task("max_of_list", "comparison", _QA, _max_of_list, "largest of 3-4 numbers up to 30"),
-    _task("sort_words", "sorting", _QA, _sort_words, "sort 3-4 words alphabetically"),
-    _task("sort_numbers", "sorting", _QA, _sort_numbers, "sort 3-4 one-digit numbers ascending"),
-    _task("first_alphabetically_mc", "sorting", _MC, _first_alphabetically_mc,
-          "which word comes first alphabetically", held_out=True),
-    _task("count_letter", "counting", _QA, _count_letter, "occurrences of a letter in a spelled word"),
-    _task("word_length", "counting", _QA, _word_length, "number of letters in a spelled word"),
-    _task("count_category", "counting", _QA, _count_category, "how many list items are animals/fruits/colors",
-          has_cot=True),
-    _task("weekday_offset", "dates", _QA, _weekday_offset, "weekday 1-4 days later", has_cot=True),
-    _task("month_after_mc", "dates", _MC, _month_after_mc, "month 1-3 months later"),
-    _task("weekday_offset_mc", "dates", _MC, _weekday_offset_mc, "weekday k days later, multiple choice",
-          held_out=True),
-    _task("boolean_expression", "boolean_logic", _QA, _boolean_expression, "evaluate and/or/not over True/False"),
-    _task("boolean_expression_mc", "boolean_logic", _MC, _boolean_expression_mc,
-          "evaluate a boolean expression, multiple choice", held_out=True),
-    _task("reverse_letters", "string_edit", _QA, _reverse_letters, "reverse 3-4 spelled letters"),
-    _task("uppercase_letters", "string_edit", _QA, _uppercase_letters, "upper-case 3-4 spelled letters"),
-    _task("table_lookup", "table_lookup", _QA, _table_lookup, "read a cell of a 3-row table"),
-    _task("table_lookup_mc", "table_lookup", _MC, _table_lookup_mc, "read a cell, multiple choice",
-          held_out=True),
-    _task("syllogism_mc", "entailment", _MC, _syllogism_mc, "yes/no/can't tell from two generated facts"),
-    _task("ranking_chain", "entailment", _QA, _ranking_chain, "who is tallest/shortest from two facts",
-          has_cot=True),
-    _task("trace_assign", "code_tracing", _QA, _trace_assign, "trace x = 3; x += 2; print(x)", has_cot=True),
-    _task("trace_if_mc", "code_tracing", _MC, _trace_if_mc, "trace a conditional print"),
-)}
-
-TRAIN_TASK_NAMES: tuple[str, ...] = tuple(n for n, t in GENERATED_TASKS.items() if not t.held_out)
-HELD_OUT_TASK_NAMES: tuple[str, ...] = tuple(n for n, t in GENERATED_TASKS.items() if t.held_out)
-ABILITIES: tuple[str, ...] = tuple(sorted({t.ability for t in GENERATED_TASKS.values()}))
-
-
-def get_generated_task(name: str) -> GeneratedTask:
-    if name not in GENERATED_TASKS:
-        close = difflib.get_close_matches(name, list(GENERATED_TASKS), n=5, cutoff=0.4)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise KeyError(f"Unknown generated task '{name}' (flan_mix/data/generated.py).{hint} "
-                       f"Known: {', '.join(GENERATED_TASKS)}.")
-    return GENERATED_TASKS[name]
-
-
-def generate_split(task_name: str, split: str, num_examples: int, seed: int = 0) -> list[Example]:
-    """`num_examples` unique examples of `task_name` from `split` ("train" or "validation"), determined by seed.
-
-    Raises ValueError when the task's question space runs out of unique examples of the split.
-    """
-    task = get_generated_task(task_name)
-    if split not in SPLITS:
-        raise ValueError(f"Unknown split '{split}' for generated task '{task_name}'; use one of {SPLITS}.")
-    if num_examples < 0:
-        raise ValueError(f"num_examples must be >= 0, got {num_examples} (task '{task_name}', split '{split}').")
-    rng = random.Random(derive_seed("generated", seed, task_name, split))
-    seen, out = set(), []
-    misses, max_misses = 0, 20_000  # consecutive draws that were repeats or in the other split
-    while len(out) < num_examples:
-        ex = task.generate(rng)
-        key = (ex["question"], ex["options"])
-        if key in seen or split_of(task_name, ex["question"]) != split:
-            misses += 1
-            if misses > max_misses:
-                raise ValueError(
-                    f"Generated task '{task_name}' ran out of unique '{split}' questions after {len(out)} examples "
-                    f"(asked for {num_examples}): its question space is too small. Ask for fewer examples "
-                    f"(register_generated_tasks(num_train=..., num_validation=...)).")
-            continue
-        misses = 0
-        seen.add(key)
-        out.append(ex)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Rendering through the template engine (pure Python; tasks.py wraps it in seqio, vocab.py trains on it).
-#
-# A *variant* is how a task is rendered: the four template types, plus "zs_cot"/"fs_cot" (the "cot" family,
-# rationale + answer sentence) for tasks with rationales. Direct variants use the task's own family.
-VARIANTS: dict[str, tuple[str, bool]] = {  # variant -> (template type, chain of thought)
-    "zs_opt": ("zs_opt", False),
-    "zs_noopt": ("zs_noopt", False),
-    "fs_opt": ("fs_opt", False),
-    "fs_noopt": ("fs_noopt", False),
-    "zs_cot": ("zs_noopt", True),
-    "fs_cot": ("fs_noopt", True),
-}
-COT_VARIANTS = ("zs_cot", "fs_cot")
-DEFAULT_MAX_EXEMPLARS = 2  # few-shot prompts stay short, so packed rows still hold several examples
-DEFAULT_EXEMPLAR_POOL = 256
-
-
-def task_variants(task_name: str) -> tuple[str, ...]:
-    """The variants a task is rendered in: the 4 template types, plus the CoT variants when it has rationales."""
-    task = get_generated_task(task_name)
-    return tuple(VARIANTS) if task.has_cot else tuple(v for v in VARIANTS if v not in COT_VARIANTS)
-
-
-def render_split(task_name: str, variant: str, split: str, num_examples: int, seed: int = 0, *,
-                 max_exemplars: int = DEFAULT_MAX_EXEMPLARS, exemplar_pool: int = DEFAULT_EXEMPLAR_POOL,
-                 fits: Callable[[str], bool] | None = None) -> list[dict]:
-    """Renders `generate_split(task_name, split, num_examples, seed)` in `variant`, deterministically by seed.
-
-    Each record: inputs, targets, task_name, template_id, template_type (the variant name), plus the raw answer.
-    Few-shot variants take 1..max_exemplars exemplars from the first `exemplar_pool` train examples (never the
-    query itself), chosen by a seeded rng; while `fits(inputs)` is False, one exemplar fewer is used (down to one).
-    """
-    from flan_mix.data import templates  # local: templates.py is a sibling that may import heavier things later
-
-    task = get_generated_task(task_name)
-    if variant not in task_variants(task_name):
-        raise ValueError(f"Variant '{variant}' does not exist for generated task '{task_name}'; "
-                         f"its variants are {task_variants(task_name)}.")
-    template_type, cot = VARIANTS[variant]
-    family = "cot" if cot else task.family
-    examples = generate_split(task_name, split, num_examples, seed)
-    few_shot = template_type.startswith("fs_")
-    pool = generate_split(task_name, "train", exemplar_pool, seed) if few_shot else []
-    out = []
-    for i, ex in enumerate(examples):
-        ex_seed = derive_seed("render", seed, task_name, variant, split, i)
-        exemplars: list = []
-        if few_shot:
-            rng = random.Random(ex_seed)
-            candidates = [e for e in rng.sample(pool, min(len(pool), max_exemplars + 1)) if e is not ex
-                          and e["question"] != ex["question"]]
-            exemplars = candidates[:rng.randint(1, max_exemplars)]
-        while True:
-            rendered = templates.format_example(ex, family=family, template_type=template_type, seed=ex_seed,
-                                                exemplars=exemplars, cot=cot)
-            if fits is None or len(exemplars) <= 1 or fits(rendered["inputs"]):
-                break
-            exemplars = exemplars[:-1]
-        out.append({"inputs": rendered["inputs"], "targets": rendered["targets"], "task_name": task_name,
-                    "template_id": rendered["template_id"], "template_type": variant, "answer": ex["answer"]})
-    return out

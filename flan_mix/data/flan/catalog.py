@@ -5,16 +5,16 @@ Input-inverted variants of a task (the released CSV lists them as separate rows)
 parent row in ``inversions``; they are template variants, not tasks.
 
 This module is pure Python (csv only) so that it loads in milliseconds and can be imported where
-TensorFlow is not installed. The data-source side lives in ``flan_mix.data.sources``.
+TensorFlow is not installed. The data-source side lives in ``flan_mix.data.flan.sources``.
 
 Usage::
 
-    from flan_mix.data import catalog
+    from flan_mix.data.flan import catalog
     cat = catalog.load_catalog()
     cat.by_submixture("cot")          # the 9 CoT task records
     print(cat.format_counts_table())  # paper counts next to what the catalog holds
 
-``python -m flan_mix.data.catalog`` prints the counts table.
+``python -m flan_mix.data.flan.catalog`` prints the counts table.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ import re
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Optional, Sequence
+
+from flan_mix.data.data_errors import DataError
+from flan_mix.resources import resource_path
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary.
@@ -102,11 +105,11 @@ _NIV2_FILE_RE = re.compile(r"^task\d+_[^/\\]+\.json$")
 _FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _PATH_RE = re.compile(r"^[A-Za-z0-9_\-.]+(/[A-Za-z0-9_\-.]+)*$")
 
-DEFAULT_CATALOG_PATH = Path(__file__).resolve().parents[2] / "configs" / "catalog" / "flan2022_tasks.csv"
+DEFAULT_CATALOG_PATH = resource_path("configs/catalog/flan2022_tasks.csv")
 _CATALOG_ENV = "FLAN_MIX_CATALOG"
 
 
-class CatalogError(ValueError):
+class CatalogError(DataError, ValueError):
     """A malformed catalog file. The message names the file, the line, the task and the field."""
 
 

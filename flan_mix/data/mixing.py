@@ -1,35 +1,18 @@
 """Mixing rates and seqio Mixtures: capped examples-proportional mixing, as in Flan.
 
 A task's rate is ``min(num_examples, cap) / sum over tasks of min(num_examples, cap)``: big tasks stop
-dominating once they pass the cap. The helpers here are generic (plain dicts of names to numbers), so the
-Flan 2022 submixtures can use them: per-submixture caps, template-type weights within a task, and nested
-mixtures whose submixtures have their own total weight.
+dominating once they pass the cap. The helpers here are generic (plain dicts of names to numbers), so every
+collection uses them; the Flan 2022 submixtures need them all: per-submixture caps, template-type weights within
+a task, and nested mixtures whose submixtures have their own total weight.
 
 Rates returned by these helpers are normalized to sum to 1.
 """
 from __future__ import annotations
 
-import logging
 from typing import Callable, Mapping, Sequence
 
-import gin
 import seqio
 
-from flan_mix.data import generated
-from flan_mix.data import tasks as tasks_lib
-
-logger = logging.getLogger(__name__)
-
-GENERATED_MIXTURE = "gen_train_mixture"
-DEFAULT_GENERATED_CAP = 3000
-# Within a task, how its variants share the task's rate (normalized over the variants the task has).
-# Flan 2022 style: the four template types alike.
-EQUAL_TEMPLATE_WEIGHTS = {"zs_opt": 0.25, "zs_noopt": 0.25, "fs_opt": 0.25, "fs_noopt": 0.25}
-# The generated default trains a tiny model for minutes and evaluates it zero-shot, so zero-shot variants get
-# most of the weight: a few-shot prompt fills most of a packed 256-token row, a zero-shot one a fifth of it
-# (measured: 4.9 instead of 2.9 examples per row). Few-shot and CoT variants stay in the mix.
-DEFAULT_VARIANT_WEIGHTS = {"zs_opt": 0.3, "zs_noopt": 0.3, "fs_opt": 0.1, "fs_noopt": 0.1,
-                           "zs_cot": 0.1, "fs_cot": 0.05}
 
 
 def normalize(rates: Mapping[str, float]) -> dict[str, float]:
@@ -94,30 +77,3 @@ def register_mixture(name: str, rates: Mapping[str, float], *, replace: bool = T
         seqio.MixtureRegistry.remove(name)
     rates = normalize(rates)
     return seqio.MixtureRegistry.add(name, sorted(rates.items()))
-
-
-def generated_mixture_rates(num_train: int, cap: int | None = DEFAULT_GENERATED_CAP,
-                            variant_weights: Mapping[str, float] | None = None,
-                            task_names: Sequence[str] | None = None) -> dict[str, float]:
-    """Rates of the generated training mixture over seqio names gen_<task>_<variant> (non-held-out tasks)."""
-    task_names = list(task_names if task_names is not None else generated.TRAIN_TASK_NAMES)
-    task_rates = capped_rates({t: num_train for t in task_names}, cap)
-    return split_by_weights(task_rates, {t: generated.task_variants(t) for t in task_names},
-                            variant_weights or DEFAULT_VARIANT_WEIGHTS, name_fn=tasks_lib.variant_task_name)
-
-
-@gin.configurable
-def register_generated_mixture(name: str = GENERATED_MIXTURE, cap: int | None = DEFAULT_GENERATED_CAP,
-                               variant_weights: Mapping[str, float] | None = None) -> str:
-    """Registers the generated training mixture (non-held-out tasks x variants) and returns its name.
-
-    Registers the generated tasks first (with register_generated_tasks' defaults or gin bindings) if needed.
-    """
-    config = tasks_lib.registered_config()
-    if config is None:
-        tasks_lib.register_generated_tasks()
-        config = tasks_lib.registered_config()
-    rates = generated_mixture_rates(config.num_train, cap, variant_weights)
-    register_mixture(name, rates)
-    logger.info("Registered mixture '%s': %d tasks.", name, len(rates))
-    return name

@@ -3,9 +3,10 @@
 The catalog's ``template_family`` column names one family per Flan 2021 dataset group (``anli``, ``mnli``,
 ``arc``, ``translation``, or the task name) plus ``p3``, ``niv2``, ``cot``, ``dialog`` and ``program_synthesis``.
 Datasets of the same shape share one registered family here; :data:`CATALOG_FAMILY_MAP` says which. The
-per-dataset field adapters (raw loader fields -> family schema) live in ``flan_mix.data.flan_adapters``.
+per-dataset field adapters (raw loader fields -> family schema) live in ``flan_mix.data.flan.flan_adapters``.
 
-Shared families registered by this module (10 plain templates each):
+Shared families registered by this module (10 plain templates each; all but ``p3`` also have 3 inverted
+templates, which give the answer or output and ask for the input: the Flan 2021 input inversions):
 
 ========================  ==============================================  ========================================
 family                    schema                                          catalog families
@@ -33,7 +34,7 @@ family                    schema                                          catalo
 ``generic_mc`` (builtin)  question, answer, options, rationale            arc, copa, hellaswag, openbookqa, piqa,
                                                                           story_cloze, winogrande,
                                                                           definite_pronoun_resolution
-``cot``/``niv2``/         (builtin, see templates.py)                     cot, niv2, dialog
+``cot``/``niv2``/         (builtin: template_families)                   cot, niv2, dialog
 ``dialog`` (builtin)
 ========================  ==============================================  ========================================
 
@@ -71,6 +72,14 @@ FAMILY_SPECS = (
              "{answer}"],
             ["Taking \"{premise}\" as given, is \"{hypothesis}\" also correct?\n\n{options}", "{answer}"],
         ],
+        "inverted": [
+            ["{premise}\n\nWrite a statement such that the answer to \"Does the passage above support it?\" is "
+             "\"{answer}\".", "{hypothesis}"],
+            ["Premise: {premise}\nHow the hypothesis relates to it: {answer}\nWrite such a hypothesis.",
+             "{hypothesis}"],
+            ["Here is a text: {premise}\nGive a sentence for which \"does the text entail it?\" gets the reply "
+             "\"{answer}\".", "{hypothesis}"],
+        ],
     },
     {
         "name": "flan_paraphrase",
@@ -96,6 +105,14 @@ FAMILY_SPECS = (
             ["Sentence one: {sentence1}\nSentence two: {sentence2}\nDo they match in meaning?\n\n{options}",
              "{answer}"],
         ],
+        "inverted": [
+            ["{sentence1}\n\nWrite a second sentence so that the answer to \"Do the two mean the same thing?\" is "
+             "\"{answer}\".", "{sentence2}"],
+            ["First sentence: {sentence1}\nSame meaning as the second one? {answer}\nWrite the second sentence.",
+             "{sentence2}"],
+            ["Write a sentence to pair with \"{sentence1}\"; asked whether the two are paraphrases, a reader would "
+             "say {answer}.", "{sentence2}"],
+        ],
     },
     {
         "name": "flan_sentiment",
@@ -114,6 +131,11 @@ FAMILY_SPECS = (
             ["Someone wrote: {text}\nWhich sentiment fits best?\n{options}", "{answer}"],
             ["Text: {text}\nSentiment:\n{options}", "{answer}"],
             ["Judge the mood of this message: {text}\n{options}", "{answer}"],
+        ],
+        "inverted": [
+            ["Write a short review or post with {answer} sentiment.", "{text}"],
+            ["Sentiment: {answer}\nWrite a text that expresses it.", "{text}"],
+            ["Compose a message whose tone a reader would label \"{answer}\".", "{text}"],
         ],
     },
     {
@@ -134,6 +156,11 @@ FAMILY_SPECS = (
             ["Here is a snippet.\n{text}\nWhat is its main theme?\n{options}", "{answer}"],
             ["Classify by subject matter:\n\n{text}\n\n{options}", "{answer}"],
         ],
+        "inverted": [
+            ["Write a short text about the topic: {answer}", "{text}"],
+            ["Category: {answer}\nWrite something that belongs in this category.", "{text}"],
+            ["Give an example of a text that would be filed under \"{answer}\".", "{text}"],
+        ],
     },
     {
         "name": "flan_classify",
@@ -153,6 +180,11 @@ FAMILY_SPECS = (
             ["{question}\nThe text: {text}\n{options}", "{answer}"],
             ["Look at this: \"{text}\"\n{question}\n{options}", "{answer}"],
         ],
+        "inverted": [
+            ["Write a text for which the answer to \"{question}\" is \"{answer}\".", "{text}"],
+            ["Question: {question}\nAnswer: {answer}\nWhat text was the question asked about?", "{text}"],
+            ["Produce an input that gets the reply \"{answer}\" to this question: {question}", "{text}"],
+        ],
     },
     {
         "name": "flan_summarize",
@@ -171,6 +203,11 @@ FAMILY_SPECS = (
             ["Read the passage and write a compact summary.\n\n{text}", "{summary}"],
             ["What are the main points of the text below?\n{text}", "{summary}"],
         ],
+        "inverted": [
+            ["Write a longer text that this summary describes:\n\n{summary}", "{text}"],
+            ["Summary: {summary}\n\nExpand it into a full document.", "{text}"],
+            ["Here is the gist of a text: {summary}\nWrite the text.", "{text}"],
+        ],
     },
     {
         "name": "flan_translate",
@@ -188,6 +225,12 @@ FAMILY_SPECS = (
             ["I need a {tgt_lang} version of this: {source}", "{target}"],
             ["Convert from {src_lang} to {tgt_lang}:\n{source}", "{target}"],
             ["Write \"{source}\" in {tgt_lang}.", "{target}"],
+        ],
+        "inverted": [
+            ["Here is a {tgt_lang} translation: {target}\nWhat was the {src_lang} original?", "{source}"],
+            ["{target}\n\nThis renders a {src_lang} sentence in {tgt_lang}. Write that {src_lang} sentence.",
+             "{source}"],
+            ["Give the {src_lang} text that was translated into this {tgt_lang}: {target}", "{source}"],
         ],
     },
     {
@@ -209,6 +252,11 @@ FAMILY_SPECS = (
              "{answer}"],
             ["Background: {context}\nNow answer: {question}\n\n{options}", "{answer}"],
         ],
+        "inverted": [
+            ["{context}\n\nWrite a question about the passage whose answer is \"{answer}\".", "{question}"],
+            ["Passage: {context}\nAnswer: {answer}\nWhat question about the passage has this answer?", "{question}"],
+            ["Read the text, then ask something it answers with \"{answer}\".\n\n{context}", "{question}"],
+        ],
     },
     {
         "name": "flan_data_to_text",
@@ -227,6 +275,11 @@ FAMILY_SPECS = (
             ["Information: {data}\n\nPut it into words.", "{text}"],
             ["Make a sentence out of these items: {data}", "{text}"],
         ],
+        "inverted": [
+            ["Sentence: {text}\n\nList the facts or concepts it expresses.", "{data}"],
+            ["{text}\n\nTurn this sentence back into structured data.", "{data}"],
+            ["What data could this description have been written from?\n{text}", "{data}"],
+        ],
     },
     {
         "name": "flan_rewrite",
@@ -244,6 +297,11 @@ FAMILY_SPECS = (
             ["{instruction} The text is below.\n{text}", "{target}"],
             ["Your job: {instruction}\n\n{text}", "{target}"],
             ["Input:\n{text}\n\n{instruction} Result:", "{target}"],
+        ],
+        "inverted": [
+            ["Result: {target}\nIt came from the task \"{instruction}\" What was the input text?", "{text}"],
+            ["Someone was asked: {instruction} They produced:\n{target}\nWrite the text they started from.", "{text}"],
+            ["{target}\n\nThis is the output of \"{instruction}\" Give the text it was made from.", "{text}"],
         ],
     },
     {
@@ -300,7 +358,7 @@ def family_for(catalog_family: str, task: str = "") -> str:
     except KeyError:
         where = f"task {task!r}: " if task else ""
         raise ValueError(f"{where}catalog template_family {catalog_family!r} has no registered template family; "
-                         f"add it to flan_mix/data/flan_templates.py _GROUPS (known: "
+                         f"add it to flan_mix/data/flan/flan_templates.py _GROUPS (known: "
                          f"{sorted(CATALOG_FAMILY_MAP)})") from None
 
 

@@ -3,7 +3,7 @@
 Names (all static; see the lists at the bottom):
 
 * ``gen_<task>_<variant>``: training-style tasks, splits train and validation. Variants are the template types
-  zs_opt, zs_noopt, fs_opt, fs_noopt, plus zs_cot and fs_cot for tasks with rationales (generated.VARIANTS).
+  zs_opt, zs_noopt, fs_opt, fs_noopt, plus zs_cot and fs_cot for tasks with rationales (rendering.VARIANTS).
   Each variant's train split draws its own questions (seed derived from the variant), so the four or six
   renderings of a task add up to more distinct questions; validation questions are the same for all variants.
 * ``gen_<task>_eval``: zero-shot evaluation on the validation split with one fixed template (zs_opt with a plain
@@ -26,9 +26,9 @@ import gin
 import seqio
 import tensorflow as tf
 
-from flan_mix.data import generated
-from flan_mix.data import templates
+from flan_mix.data import seqio_helpers, templates
 from flan_mix.data import vocab as vocab_lib
+from flan_mix.data.generated import collection, rendering
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +37,9 @@ DEFAULT_NUM_TRAIN = 1000
 DEFAULT_NUM_VALIDATION = 200
 DEFAULT_MAX_INPUT_TOKENS = 256  # few-shot prompts drop exemplars until inputs + EOS fit this
 METADATA_KEYS = ("task_name", "template_id", "template_type", "answer")
-# Per-task shuffle buffer. The rendered sources are already in a seeded random order, so a small buffer only
-# has to vary the order between epochs; a big one would tokenize every task's whole buffer before batch one.
-SHUFFLE_BUFFER_SIZE = 64
+# What the default vocabulary is trained on; the name keeps its cache file where it always was
+# (generated_spm_*.model).
+VOCABULARY_CORPUS = vocab_lib.Corpus("generated", rendering.vocabulary_corpus)
 
 
 def variant_task_name(task: str, variant: str) -> str:
@@ -54,38 +54,6 @@ def cot_eval_task_name(task: str) -> str:
     return f"{PREFIX}{task}_cot_eval"
 
 
-# ------------------------------------------------------------------------------------------------------------
-# Metrics and postprocessing.
-def _normalize(text: Any) -> str:
-    if isinstance(text, bytes):
-        text = text.decode("utf-8")
-    return " ".join(str(text).split())
-
-
-def exact_match(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
-    """Percentage of predictions equal to their target (whitespace-normalized). seqio metric_fn."""
-    if len(targets) != len(predictions):
-        raise ValueError(f"exact_match: {len(targets)} targets but {len(predictions)} predictions.")
-    if not targets:
-        return {"exact_match": 0.0}
-    hits = sum(_normalize(t) == _normalize(p) for t, p in zip(targets, predictions))
-    return {"exact_match": 100.0 * hits / len(targets)}
-
-
-def strip_postprocess(output: Any, example: Mapping | None = None, is_target: bool = False) -> str:
-    del example, is_target
-    return _normalize(output)
-
-
-def cot_answer_postprocess(output: Any, example: Mapping | None = None, is_target: bool = False) -> str:
-    """The answer of a CoT output (the text of its answer sentence); the whole output if it has none."""
-    del example, is_target
-    text = _normalize(output)
-    answer = templates.extract_cot_answer(text)
-    return text if answer is None else answer
-
-
-# ------------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class GeneratedConfig:
     seed: int
@@ -101,7 +69,18 @@ _REGISTERED: GeneratedConfig | None = None
 
 
 class _RenderedSource(seqio.FunctionDataSource):
-    """A FunctionDataSource over pre-rendered records (already in a seeded random order; no file shuffling)."""
+    """A FunctionDataSource over pre-rendered records (already in a seeded random order; no file shuffling).
+
+    Its few-shot prompts are sized to max_input_tokens (a flan_mix.data.pipeline.SizedPromptSource), so the
+    pipeline can warn when the feature length would cut them.
+    """
+
+    max_input_tokens_binding = "register_generated_tasks.max_input_tokens"
+
+    def __init__(self, dataset_fn, *, splits: Sequence[str], num_input_examples: Mapping[str, int],
+                 max_input_tokens: int):
+        super().__init__(dataset_fn, splits=splits, num_input_examples=num_input_examples)
+        self.max_input_tokens = max_input_tokens
 
     def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
                     shard_info: seqio.ShardInfo | None = None, *, sequence_length=None, use_cached=False,
@@ -120,30 +99,11 @@ def _records_to_dataset(records: Sequence[dict]) -> tf.data.Dataset:
         {k: tf.constant([r[k] for r in records], dtype=tf.string, shape=(len(records),)) for k in _RECORD_KEYS})
 
 
-# Preprocessors: seqio's own tokenize / append_eos_after_trim implementations, mapped sequentially and without
-# AutoGraph. A mixture has ~100 of these tasks: seqio's stock versions (AutoGraph tracing, 256 parallel calls
-# each) made building and starting the mixture's pipeline take over a minute on 2 cores; these take seconds.
-def tokenize(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature],
-             copy_pretokenized: bool = True) -> tf.data.Dataset:
-    """seqio.preprocessors.tokenize (inputs/targets -> ids, *_pretokenized copies kept), mapped sequentially."""
-    fn = functools.partial(seqio.preprocessors.tokenize_impl, output_features=output_features,
-                           copy_pretokenized=copy_pretokenized, with_eos=False)
-    return dataset.map(tf.autograph.experimental.do_not_convert(fn))
-
-
-def append_eos_after_trim(dataset: tf.data.Dataset, output_features: Mapping[str, seqio.Feature],
-                          sequence_length: Mapping[str, int] | None = None) -> tf.data.Dataset:
-    """seqio.preprocessors.append_eos_after_trim: trims to the feature length minus one, then appends EOS."""
-    fn = functools.partial(seqio.preprocessors.append_eos_after_trim_impl, output_features=output_features,
-                           sequence_length=sequence_length)
-    return dataset.map(tf.autograph.experimental.do_not_convert(fn))
-
-
 @functools.lru_cache(maxsize=None)
 def _variant_records(config: GeneratedConfig, task: str, variant: str, split: str) -> tuple[dict, ...]:
     num = config.num_train if split == "train" else config.num_validation
     # Each variant's train split has its own questions; validation is shared by all variants.
-    seed = generated.derive_seed("variant", config.seed, variant) if split == "train" else config.seed
+    seed = collection.derive_seed("variant", config.seed, variant) if split == "train" else config.seed
     vocab = config.vocabulary
 
     def fits(inputs: str) -> bool:
@@ -152,7 +112,7 @@ def _variant_records(config: GeneratedConfig, task: str, variant: str, split: st
             return True
         return len(vocab.encode(inputs)) + 1 <= config.max_input_tokens
 
-    return tuple(generated.render_split(task, variant, split, num, seed, max_exemplars=config.max_exemplars,
+    return tuple(rendering.render_split(task, variant, split, num, seed, max_exemplars=config.max_exemplars,
                                         fits=fits))
 
 
@@ -168,12 +128,12 @@ def _fixed_eval_choices(family: str, cot: bool) -> templates.Choices:
 
 @functools.lru_cache(maxsize=None)
 def _eval_records(config: GeneratedConfig, task: str, cot: bool) -> tuple[dict, ...]:
-    gtask = generated.get_generated_task(task)
+    gtask = collection.get_generated_task(task)
     family = "cot" if cot else gtask.family
     template_type = "zs_opt" if (gtask.is_mc and not cot) else "zs_noopt"
     choices = _fixed_eval_choices(family, cot)
     out = []
-    for ex in generated.generate_split(task, "validation", config.num_validation, config.seed):
+    for ex in collection.generate_split(task, "validation", config.num_validation, config.seed):
         r = templates.render(ex, choices, template_type=template_type, cot=cot)
         out.append({"inputs": r["inputs"], "targets": r["targets"], "task_name": task,
                     "template_id": r["template_id"], "template_type": "zs_cot" if cot else template_type,
@@ -193,21 +153,22 @@ def _make_task(name: str, records_fn, splits: Sequence[str], num_examples: Mappi
                 for k in ("inputs", "targets")}
     return seqio.Task(
         name,
-        source=_RenderedSource(dataset_fn, splits=splits, num_input_examples=dict(num_examples)),
+        source=_RenderedSource(dataset_fn, splits=splits, num_input_examples=dict(num_examples),
+                               max_input_tokens=config.max_input_tokens),
         output_features=features,
-        preprocessors=[tokenize, append_eos_after_trim],
-        postprocess_fn=cot_answer_postprocess if cot else strip_postprocess,
-        metric_fns=[exact_match],
-        shuffle_buffer_size=SHUFFLE_BUFFER_SIZE,
+        preprocessors=[seqio_helpers.tokenize, seqio_helpers.append_eos_after_trim],
+        postprocess_fn=seqio_helpers.cot_answer_postprocess if cot else seqio_helpers.strip_postprocess,
+        metric_fns=[seqio_helpers.exact_match],
+        shuffle_buffer_size=seqio_helpers.SHUFFLE_BUFFER_SIZE,
     )
 
 
 def _all_task_names() -> list[str]:
     names = []
-    for task in generated.GENERATED_TASKS:
-        names += [variant_task_name(task, v) for v in generated.task_variants(task)]
+    for task in collection.GENERATED_TASKS:
+        names += [variant_task_name(task, v) for v in rendering.task_variants(task)]
         names.append(eval_task_name(task))
-        if generated.GENERATED_TASKS[task].has_cot:
+        if collection.GENERATED_TASKS[task].has_cot:
             names.append(cot_eval_task_name(task))
     return names
 
@@ -225,7 +186,7 @@ def _unregister_all() -> None:
 @gin.configurable
 def register_generated_tasks(vocabulary: seqio.Vocabulary | None = None, seed: int = 0,
                              num_train: int = DEFAULT_NUM_TRAIN, num_validation: int = DEFAULT_NUM_VALIDATION,
-                             max_exemplars: int = generated.DEFAULT_MAX_EXEMPLARS,
+                             max_exemplars: int = rendering.DEFAULT_MAX_EXEMPLARS,
                              max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS) -> list[str]:
     """Registers every generated task (variants, eval and CoT-eval tasks) in seqio.TaskRegistry. Idempotent.
 
@@ -236,7 +197,7 @@ def register_generated_tasks(vocabulary: seqio.Vocabulary | None = None, seed: i
     """
     global _REGISTERED
     if vocabulary is None:
-        vocabulary = vocab_lib.get_vocabulary()
+        vocabulary = vocab_lib.get_vocabulary(corpus=VOCABULARY_CORPUS)
     for arg, value in (("num_train", num_train), ("num_validation", num_validation),
                        ("max_exemplars", max_exemplars), ("max_input_tokens", max_input_tokens)):
         if int(value) < 1:
@@ -249,13 +210,13 @@ def register_generated_tasks(vocabulary: seqio.Vocabulary | None = None, seed: i
         return names
     _unregister_all()
     counts = {"train": config.num_train, "validation": config.num_validation}
-    for task, gtask in generated.GENERATED_TASKS.items():
-        for variant in generated.task_variants(task):
+    for task, gtask in collection.GENERATED_TASKS.items():
+        for variant in rendering.task_variants(task):
             seqio.TaskRegistry.add_provider(
                 variant_task_name(task, variant),
                 _make_task(variant_task_name(task, variant),
                            functools.partial(_variant_records, config, task, variant), ("train", "validation"),
-                           counts, config, cot=variant in generated.COT_VARIANTS))
+                           counts, config, cot=variant in rendering.COT_VARIANTS))
         seqio.TaskRegistry.add_provider(
             eval_task_name(task),
             _make_task(eval_task_name(task), lambda split, t=task: _eval_records(config, t, False), ("validation",),
@@ -278,8 +239,8 @@ def registered_config() -> GeneratedConfig | None:
 
 def task_info(seqio_task_name: str) -> dict:
     """For a generated seqio task name: the generated task, its variant, ability, family and held-out flag."""
-    for task, gtask in generated.GENERATED_TASKS.items():
-        for variant in generated.task_variants(task) + ("eval", "cot_eval"):
+    for task, gtask in collection.GENERATED_TASKS.items():
+        for variant in rendering.task_variants(task) + ("eval", "cot_eval"):
             if seqio_task_name == f"{PREFIX}{task}_{variant}":
                 return {"task": task, "variant": variant, "ability": gtask.ability, "family": gtask.family,
                         "held_out": gtask.held_out, "has_cot": gtask.has_cot, "is_mc": gtask.is_mc}
@@ -288,11 +249,11 @@ def task_info(seqio_task_name: str) -> dict:
 
 
 # Static name lists.
-TRAIN_TASKS: tuple[str, ...] = generated.TRAIN_TASK_NAMES  # generated task names in the training mixture
-HELD_OUT_TASKS: tuple[str, ...] = generated.HELD_OUT_TASK_NAMES  # generated task names kept out of training
+TRAIN_TASKS: tuple[str, ...] = collection.TRAIN_TASK_NAMES  # generated task names in the training mixture
+HELD_OUT_TASKS: tuple[str, ...] = collection.HELD_OUT_TASK_NAMES  # generated task names kept out of training
 TRAIN_VARIANT_TASK_NAMES: tuple[str, ...] = tuple(
-    variant_task_name(t, v) for t in TRAIN_TASKS for v in generated.task_variants(t))
+    variant_task_name(t, v) for t in TRAIN_TASKS for v in rendering.task_variants(t))
 TRAIN_EVAL_TASK_NAMES: tuple[str, ...] = tuple(eval_task_name(t) for t in TRAIN_TASKS)
 HELD_OUT_EVAL_TASK_NAMES: tuple[str, ...] = tuple(eval_task_name(t) for t in HELD_OUT_TASKS)
 COT_EVAL_TASK_NAMES: tuple[str, ...] = tuple(
-    cot_eval_task_name(t) for t in generated.GENERATED_TASKS if generated.GENERATED_TASKS[t].has_cot)
+    cot_eval_task_name(t) for t in collection.GENERATED_TASKS if collection.GENERATED_TASKS[t].has_cot)

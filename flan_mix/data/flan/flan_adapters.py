@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from flan_mix.data import catalog as catalog_lib
+from flan_mix.data.flan import catalog as catalog_lib
 
 
 def as_str(v: Any) -> str:
@@ -168,7 +168,7 @@ def _d2t(data: str, prefix: str = ""):
     return fn
 
 
-# Separator of the items of one triple, as the TFDS source joins a rank-2 feature's rows (sources.ROW_JOINER).
+# Separator of the items of one triple, as the TFDS source joins a rank-2 feature's rows (sources.tfds.ROW_JOINER).
 _TRIPLE_JOINER = " | "
 
 
@@ -350,7 +350,7 @@ def adapter_for(record: catalog_lib.TaskRecord) -> Callable[[Mapping[str, Any], 
     fn = _ADAPTERS.get(key)
     if fn is None:
         raise ValueError(f"task {record.name!r}: no field adapter for template_family {key!r}; add one to "
-                         "flan_mix/data/flan_adapters.py _ADAPTERS")
+                         "flan_mix/data/flan/flan_adapters.py _ADAPTERS")
     if key in _NEEDS_RNG:
         return fn
     return lambda raw, rng: fn(raw)

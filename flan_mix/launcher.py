@@ -1,0 +1,180 @@
+"""The commands behind run.py (and the installed `flan-mix` script).
+
+  python run.py                      train on the embedded default (gin/runs/default.gin), then evaluate
+  python run.py train   [flags]      train (resumes from MODEL_DIR), then evaluate unless
+                                     --gin.train_command.evaluate_after=False
+  python run.py eval    [flags]      evaluate the latest checkpoint in MODEL_DIR
+  python run.py infer   --task=NAME [--output=FILE] [--split=S] [flags]   decode a task to JSONL
+  python run.py inspect [--task=NAME --num_examples=N --split=S] [flags]   list or render tasks
+        [--list=tasks|submixtures --csv=PATH --stats=NAME --plot=PATH.png --allow_missing_tasks=true]
+  python run.py convert --from_hf=DIR --model_dir=OUT     HF T5 checkpoint -> flan_mix checkpoint
+  python run.py convert --to_hf=OUT [--model_dir=DIR]     flan_mix checkpoint -> HF T5 checkpoint
+
+Flags, t5x style:
+  --gin_file=PATH           (repeatable; default gin/runs/default.gin; looked up in ., then in the
+                            installed package's gin/ and configs/)
+  --gin.NAME=VALUE          a gin binding or macro, e.g. --gin.TRAIN_STEPS=100 --gin.MODEL_DIR="'/tmp/x'"
+The effective configuration is written to MODEL_DIR/config.gin.
+
+Errors of use exit 2 with the message alone; data errors print their type and message and exit 1.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF is only the data reader here; keep it quiet
+
+import gin  # noqa: E402
+
+from flan_mix.resources import resource_root  # noqa: E402
+
+DEFAULT_GIN = "gin/runs/default.gin"
+COMMAND_OPTIONS = {
+    "train": {}, "eval": {},
+    "infer": {"task": None, "output": None, "split": "validation"},
+    "inspect": {"task": None, "split": "train", "num_examples": "3", "list": None, "csv": None,
+                "stats": None, "plot": None, "allow_missing_tasks": None},
+    "convert": {"from_hf": None, "to_hf": None, "model_dir": None},
+}
+COMMANDS = tuple(COMMAND_OPTIONS)
+
+
+class UsageError(ValueError):
+    pass
+
+
+def parse_args(argv: list[str]) -> tuple[str, list[str], list[str], dict[str, str]]:
+    """-> (command, gin files, gin bindings, other --key=value options)."""
+    command = "train"
+    if argv and not argv[0].startswith("-"):
+        command = argv.pop(0)
+        if command not in COMMANDS:
+            raise UsageError(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}.")
+    gin_files, bindings, options = [], [], {}
+    it = iter(argv)
+    for arg in it:
+        if not arg.startswith("--"):
+            raise UsageError(f"unexpected argument {arg!r}; flags look like --gin.NAME=VALUE.")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:  # "--flag value" form
+            value = next(it, None)
+            if value is None:
+                raise UsageError(f"flag --{key} needs a value.")
+        if key == "gin_file":
+            gin_files.append(value)
+        elif key.startswith("gin."):
+            bindings.append(f"{key[4:]} = {value}")
+        else:
+            options[key] = value
+    return command, gin_files or [DEFAULT_GIN], bindings, options
+
+
+def parse_gin(gin_files: list[str], bindings: list[str]):
+    import flan_mix.configurables  # noqa: F401  (registers every configurable before parsing)
+    root = str(resource_root())
+    gin.add_config_file_search_path(root)
+    for path in gin_files:
+        if not os.path.exists(path) and not os.path.exists(os.path.join(root, path)):
+            raise UsageError(f"--gin_file={path}: no such file (looked in . and {root}).")
+    try:
+        gin.parse_config_files_and_bindings(gin_files, bindings, finalize_config=False)
+    except (ValueError, KeyError, SyntaxError) as e:  # gin reports unknown names/params this way
+        raise UsageError(f"bad gin configuration: {e}\nCheck the spelling against the gin files "
+                         f"under {root}/gin and the @gin.configurable functions in flan_mix.") from e
+
+
+@gin.configurable
+def train_command(evaluate_after: bool = True):
+    """Train, then (by default) evaluate the trained params in memory."""
+    from flan_mix.evaluation import generation
+    from flan_mix.runtime.run_config import run_config
+    from flan_mix.train import loop
+    result = loop.train()
+    if evaluate_after:
+        run = run_config()
+        generation.evaluate_generation(result.model, result.params, mesh=result.mesh,
+                                       vocabulary=result.vocabulary, out_dir=run.model_dir,
+                                       task_feature_lengths=run.task_feature_lengths)
+    return result
+
+
+def convert_command(from_hf: str | None, to_hf: str | None, model_dir: str | None):
+    """HF transformers T5 checkpoints (config.json + safetensors) in and out of MODEL_DIR."""
+    from flan_mix.models import convert
+    from flan_mix.runtime import checkpoints
+    if bool(from_hf) == bool(to_hf):
+        raise UsageError("convert needs exactly one of --from_hf=HF_DIR (with --model_dir=OUT) or "
+                         "--to_hf=OUT_DIR (with --model_dir=DIR or --gin.MODEL_DIR).")
+    if from_hf:
+        if not model_dir:
+            raise UsageError("convert --from_hf needs --model_dir=OUT (where the flan_mix checkpoint goes).")
+        config, params = convert.load_hf_checkpoint(from_hf)
+        step_dir = checkpoints.save_params(model_dir, params)
+        gin_path = os.path.join(model_dir, "model.gin")
+        with open(gin_path, "w") as f:
+            f.write(convert.gin_bindings(config, source=from_hf))
+        print(f"wrote {step_dir} and {gin_path} (the model's T5Config bindings).\nFine-tune from it: "
+              f"--gin_file=gin/runs/finetune.gin --gin_file={gin_path} "
+              f"--gin.INITIAL_CHECKPOINT_PATH=\"'{step_dir}'\"; evaluate it: python run.py eval "
+              f"--gin_file={gin_path} --gin.MODEL_DIR=\"'{model_dir}'\" (with its tokenizer bound in gin).")
+        return step_dir
+    import jax
+    from flan_mix.infer.loading import load_model
+    from flan_mix.runtime.run_config import run_config
+    if model_dir:
+        gin.bind_parameter("run_config.model_dir", model_dir)
+    loaded = load_model(run_config().model_dir)
+    written = convert.save_hf_checkpoint(jax.device_get(loaded.params), loaded.model.config, to_hf)
+    print("wrote " + ", ".join(written))
+    return to_hf
+
+
+def main(argv: list[str]) -> int:
+    command, gin_files, bindings, options = parse_args(list(argv))
+    allowed = COMMAND_OPTIONS[command]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise UsageError(f"unknown flags for {command!r}: {', '.join('--' + k for k in unknown)}; "
+                         f"it takes {', '.join('--' + k for k in allowed) or 'only --gin_file and --gin.*'}.")
+    opts = {**allowed, **options}
+    if command == "infer" and not opts["task"]:
+        raise UsageError("infer needs --task=NAME (list tasks with: python run.py inspect).")
+    parse_gin(gin_files, bindings)
+    if command == "train":
+        train_command()
+    elif command == "eval":
+        from flan_mix.evaluation import generation
+        generation.evaluate()
+    elif command == "infer":
+        from flan_mix.infer import infer_task
+        infer_task.infer(task=opts["task"], output=opts["output"], split=opts["split"])
+    elif command == "inspect":
+        from flan_mix.data import inspect_cli
+        inspect_cli.main(task=opts["task"], split=opts["split"], num_examples=int(opts["num_examples"]),
+                         list=opts["list"], csv=opts["csv"], stats=opts["stats"], plot=opts["plot"],
+                         allow_missing_tasks=opts["allow_missing_tasks"])
+    elif command == "convert":
+        convert_command(opts["from_hf"], opts["to_hf"], opts["model_dir"])
+    return 0
+
+
+def run(argv: list[str]) -> int:
+    """main() with errors turned into messages: usage errors exit 2; data and checkpoint errors
+    print their type and message and exit 1. Anything else is a bug and keeps its traceback."""
+    from flan_mix.data.data_errors import DataError
+    from flan_mix.models.convert import CheckpointError
+    from flan_mix.runtime.checkpoints import CheckpointMismatchError, MissingCheckpointError
+    try:
+        return main(argv)
+    except UsageError as e:
+        print(f"run.py: error: {e}", file=sys.stderr)
+        return 2
+    except (DataError, CheckpointError, CheckpointMismatchError, MissingCheckpointError) as e:
+        print(f"run.py: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+def console_main() -> None:
+    """The installed `flan-mix` script: the same as python run.py."""
+    sys.exit(run(sys.argv[1:]))

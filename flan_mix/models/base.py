@@ -1,0 +1,108 @@
+"""The one model interface: what a trainer, a decoder, an evaluator and a curation pipeline use.
+
+A Model owns its Flax module and config, names the batch features it consumes, and provides
+  loss(params, batch, ...)     the training objective's un-normalised sum and its statistics;
+  score(params, batch)         per-example target log-likelihoods (rank classification, IFD);
+  predict(params, batch, ...)  decoded token ids.
+Callers never look inside: the same code serves the encoder-decoder and decoder-only families.
+Every method is a pure function of (params, batch), so callers jit it with the model static
+(models are frozen dataclasses, hence hashable).
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flan_mix.models import losses
+
+Batch = Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodingConfig:
+    """How predict() decodes: greedy at temperature 0, else sampling at that temperature."""
+    max_decode_len: int
+    temperature: float = 0.0
+
+
+class Model(abc.ABC):
+    """Subclasses are frozen dataclasses with a `config` and the loss settings below."""
+    config: Any
+    z_loss: float
+    loss_normalization: Any
+
+    # Features of a training batch, and the subset predict() needs.
+    FEATURES: tuple[str, ...] = ()
+    PREDICT_FEATURES: tuple[str, ...] = ()
+
+    @property
+    @abc.abstractmethod
+    def module(self) -> nn.Module:
+        """The Flax module."""
+
+    @abc.abstractmethod
+    def _init_inputs(self) -> dict[str, jax.Array]:
+        """The smallest batch that creates every parameter (parameter shapes never depend on it)."""
+
+    @abc.abstractmethod
+    def logits(self, params, batch: Batch, *, dropout_rng=None) -> jax.Array:
+        """Teacher-forced float32 logits [B, T, vocab] over the target positions."""
+
+    @abc.abstractmethod
+    def targets_and_weights(self, batch: Batch) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(target ids, loss weights, segment ids) aligned with logits()."""
+
+    @abc.abstractmethod
+    def predict(self, params, batch: Batch, decoding: DecodingConfig, rng=None) -> jax.Array:
+        """int32 [B, max_decode_len] generated ids, EOS included, zeros after it."""
+
+    @abc.abstractmethod
+    def count_tokens(self, batch: Mapping[str, np.ndarray]) -> int:
+        """Host-side count of the non-padding tokens a batch feeds the model (for tokens/s)."""
+
+    # ----- parameters -----
+    def init_variables(self, rng) -> dict:
+        """Boxed variables (with logical axis metadata), deterministic in rng."""
+        return self.module.init(rng, **self._init_inputs(), deterministic=True)
+
+    def abstract_params(self):
+        """Boxed ShapeDtypeStruct params: shapes and logical axes, nothing allocated."""
+        return jax.eval_shape(self.init_variables, jax.random.PRNGKey(0))["params"]
+
+    def init_params(self, rng):
+        return nn.meta.unbox(self.init_variables(rng)["params"])
+
+    # ----- loss and scores -----
+    def loss_weights(self, batch: Batch):
+        """(token weights, denominator) under self.loss_normalization; independent of params."""
+        _, weights, segment_ids = self.targets_and_weights(batch)
+        return losses.loss_weights_and_denominator(weights, segment_ids, self.loss_normalization)
+
+    def loss(self, params, batch: Batch, *, weights=None, dropout_rng=None):
+        """(sum over tokens of (cross entropy + z-loss) * weights, statistics named LOSS_STATS).
+
+        weights default to self.loss_weights(batch)[0]; the caller divides by the denominator.
+        """
+        if weights is None:
+            weights = self.loss_weights(batch)[0]
+        logits = self.logits(params, batch, dropout_rng=dropout_rng)
+        targets, raw, _ = self.targets_and_weights(batch)
+        ce, zl = losses.token_losses(logits, targets, self.z_loss)
+        raw = raw.astype(jnp.float32)
+        correct = (jnp.argmax(logits, -1) == targets) * raw
+        objective = jnp.sum((ce + zl) * weights)
+        stats = {"ce_sum": jnp.sum(ce * raw), "z_loss_sum": jnp.sum(zl * raw),
+                 "correct": jnp.sum(correct), "target_tokens": jnp.sum(raw)}
+        return objective, stats
+
+    def score(self, params, batch: Batch) -> dict[str, jax.Array]:
+        """Per example (one per row, unpacked): sum_logprob, mean_logprob and num_tokens of the
+        targets under teacher forcing."""
+        targets, weights, _ = self.targets_and_weights(batch)
+        return losses.target_log_likelihoods(self.logits(params, batch), targets, weights)

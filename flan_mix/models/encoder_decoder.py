@@ -1,0 +1,99 @@
+"""EncoderDecoderModel: T5 1.1 (flan_mix.models.t5) behind the Model interface.
+
+Batches carry the features of seqio's EncDecFeatureConverter. Decoding is KV-cached: the encoder
+runs once; a sizing call on the full target buffer creates the decoder's cache (and projects the
+encoder keys/values once); then each step feeds one token and reads one row of logits, so a
+sequence of T tokens costs O(T) decoder work.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flan_mix.models.base import Batch, DecodingConfig, Model
+from flan_mix.models.t5 import T5Config, Transformer, default_segment_ids
+
+EOS_ID = 1
+PAD_ID = 0  # also T5's first decoder input (BOS)
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderDecoderModel(Model):
+    config: T5Config
+    z_loss: float = 1e-4
+    loss_normalization: Any = "num_real_target_tokens"
+
+    FEATURES = ("encoder_input_tokens", "encoder_segment_ids", "encoder_positions",
+                "decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights",
+                "decoder_segment_ids", "decoder_positions")
+    PREDICT_FEATURES = ("encoder_input_tokens",)
+
+    @property
+    def module(self) -> Transformer:
+        return Transformer(self.config)
+
+    def _init_inputs(self):
+        one = jnp.ones((1, 1), jnp.int32)
+        return {"encoder_input_tokens": one, "decoder_input_tokens": one, "decoder_target_tokens": one}
+
+    def logits(self, params, batch: Batch, *, dropout_rng=None):
+        deterministic = dropout_rng is None
+        rngs = None if deterministic else {"dropout": dropout_rng}
+        return self.module.apply({"params": params}, **batch, deterministic=deterministic, rngs=rngs)
+
+    def targets_and_weights(self, batch: Batch):
+        targets = batch["decoder_target_tokens"]
+        segment_ids = batch.get("decoder_segment_ids")
+        if segment_ids is None:
+            segment_ids = (targets > 0).astype(jnp.int32)
+        return targets, batch["decoder_loss_weights"], segment_ids
+
+    def count_tokens(self, batch: Mapping[str, np.ndarray]) -> int:
+        return int(np.count_nonzero(batch["encoder_input_tokens"]) + batch["decoder_loss_weights"].sum())
+
+    def predict(self, params, batch: Batch, decoding: DecodingConfig, rng=None):
+        rng = jax.random.PRNGKey(0) if rng is None else rng
+        return _decode(self.module, params, batch["encoder_input_tokens"], rng,
+                       max_decode_len=decoding.max_decode_len, temperature=decoding.temperature)
+
+
+@functools.partial(jax.jit, static_argnames=("module", "max_decode_len", "temperature"))
+def _decode(module: Transformer, params, encoder_input_tokens, rng, *, max_decode_len: int,
+            temperature: float):
+    batch = encoder_input_tokens.shape[0]
+    enc_seg = default_segment_ids(encoder_input_tokens)
+    encoded = module.apply({"params": params}, encoder_input_tokens, enc_seg, method=module.encode)
+    buffer = jnp.zeros((batch, max_decode_len), jnp.int32)
+    _, variables = module.apply({"params": params}, encoded, enc_seg, buffer, jnp.ones_like(buffer),
+                                decode=True, method=module.decode, mutable=["cache"])
+    step_seg = jnp.ones((batch, 1), jnp.int32)
+
+    def step(carry):
+        i, token, outputs, done, cache, rng = carry
+        logits, new_vars = module.apply({"params": params, "cache": cache}, encoded, enc_seg,
+                                        token[:, None], step_seg, decode=True, method=module.decode,
+                                        mutable=["cache"])
+        logits = logits[:, 0]
+        rng, sample_rng = jax.random.split(rng)
+        if temperature > 0.0:
+            token = jax.random.categorical(sample_rng, logits / temperature)
+        else:
+            token = jnp.argmax(logits, axis=-1)
+        token = jnp.where(done, PAD_ID, token).astype(jnp.int32)
+        outputs = outputs.at[:, i].set(token)
+        done = done | (token == EOS_ID)
+        return i + 1, token, outputs, done, new_vars["cache"], rng
+
+    def keep_going(carry):
+        i, _, _, done, _, _ = carry
+        return (i < max_decode_len) & ~jnp.all(done)
+
+    bos = jnp.full((batch,), PAD_ID, jnp.int32)
+    init = (jnp.int32(0), bos, buffer, jnp.zeros((batch,), bool), variables["cache"], rng)
+    _, _, outputs, _, _, _ = jax.lax.while_loop(keep_going, step, init)
+    return outputs

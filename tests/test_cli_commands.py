@@ -1,0 +1,106 @@
+"""The README's launcher examples, run as a user runs them: real `python run.py ...` processes
+against a small model trained once for this module (train -> eval -> infer -> convert -> inspect)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A very small model and data set: the point is the plumbing. Same flags for every command.
+SMALL = ["--gin.T5Config.emb_dim=32", "--gin.T5Config.num_heads=2", "--gin.T5Config.head_dim=16",
+         "--gin.T5Config.mlp_dim=64", "--gin.T5Config.num_encoder_layers=1", "--gin.T5Config.num_decoder_layers=1",
+         "--gin.TASK_FEATURE_LENGTHS={'inputs': 128, 'targets': 16}", "--gin.BATCH_SIZE=4",
+         "--gin.register_generated_tasks.num_train=40", "--gin.register_generated_tasks.num_validation=6",
+         "--gin.evaluate_generation.max_examples_per_task=6",
+         "--gin.evaluate_generation.tasks=['gen_sort_words_eval', 'gen_larger_number_mc_eval']"]
+
+
+def run_cli(*args, timeout=600):
+    proc = subprocess.run([sys.executable, "run.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+    return proc
+
+
+def ok(proc):
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("cli") / "run")
+    proc = ok(run_cli("train", *SMALL, "--gin.TRAIN_STEPS=2", f"--gin.MODEL_DIR='{path}'"))
+    assert "MEAN (trained)" in proc.stdout  # train evaluates after training by default
+    return path
+
+
+def test_eval_writes_the_table_of_the_trained_model(model_dir):
+    os.remove(os.path.join(model_dir, "eval_results.json"))
+    proc = ok(run_cli("eval", *SMALL, f"--gin.MODEL_DIR='{model_dir}'"))
+    with open(os.path.join(model_dir, "eval_results.json")) as f:
+        rows = {r["task"]: r for r in json.load(f)["rows"]}
+    assert set(rows) == {"gen_sort_words_eval", "gen_larger_number_mc_eval", "MEAN (trained)"}
+    assert rows["gen_sort_words_eval"]["n"] == 6 and "gen_sort_words_eval" in proc.stdout
+
+
+def test_infer_appends_and_resumes(model_dir, tmp_path):
+    out = str(tmp_path / "preds.jsonl")
+    args = ("infer", "--task=gen_sort_words_eval", f"--output={out}", *SMALL, f"--gin.MODEL_DIR='{model_dir}'")
+    ok(run_cli(*args, "--gin.infer.max_examples=4"))
+    with open(out) as f:
+        first = [json.loads(line) for line in f]
+    assert [r["index"] for r in first] == [0, 1, 2, 3]
+    assert all(r["task"] == "gen_sort_words_eval" and r["target"] and "prediction" in r for r in first)
+    proc = ok(run_cli(*args))  # all 6: keeps the 4 rows, decodes the 2 missing ones
+    assert "4 already in" in proc.stdout
+    with open(out) as f:
+        rows = [json.loads(line) for line in f]
+    assert rows[:4] == first and [r["index"] for r in rows] == list(range(6))
+
+
+def test_infer_default_output_goes_to_model_dir(model_dir):
+    ok(run_cli("infer", "--task=gen_larger_number_mc_eval", *SMALL, f"--gin.MODEL_DIR='{model_dir}'",
+               "--gin.infer.max_examples=2"))
+    assert os.path.exists(os.path.join(model_dir, "infer", "gen_larger_number_mc_eval.validation.jsonl"))
+
+
+def test_convert_to_hf_and_back(model_dir, tmp_path):
+    transformers = pytest.importorskip("transformers", reason="the HF round trip needs transformers")
+    hf_dir, back_dir = str(tmp_path / "hf"), str(tmp_path / "back")
+    ok(run_cli("convert", f"--to_hf={hf_dir}", f"--model_dir={model_dir}", *SMALL))
+    model = transformers.T5ForConditionalGeneration.from_pretrained(hf_dir)  # HF reads what we wrote
+    assert model.config.d_model == 32 and model.config.num_layers == 1
+    ok(run_cli("convert", f"--from_hf={hf_dir}", f"--model_dir={back_dir}"))
+    with open(os.path.join(back_dir, "model.gin")) as f:
+        gin_text = f.read()
+    assert "T5Config.emb_dim = 32" in gin_text and "T5Config.vocab_size = " in gin_text
+    # The imported checkpoint holds the same parameters as the original, bit for bit.
+    from safetensors.numpy import load_file
+    ok(run_cli("convert", f"--to_hf={tmp_path / 'hf2'}", f"--model_dir={back_dir}",
+               "--gin_file=gin/runs/default.gin", f"--gin_file={os.path.join(back_dir, 'model.gin')}",
+               *SMALL[6:]))
+    a, b = load_file(os.path.join(hf_dir, "model.safetensors")), load_file(str(tmp_path / "hf2" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_convert_refuses_bad_flags():
+    proc = run_cli("convert", "--from_hf=/nonexistent")
+    assert proc.returncode == 2 and "--model_dir" in proc.stderr
+
+
+def test_inspect_renders_a_task():
+    proc = ok(run_cli("inspect", "--task=gen_sort_words_zs_opt", "--num_examples=2",
+                      "--gin.register_generated_tasks.num_train=40"))
+    assert "gen_sort_words_zs_opt" in proc.stdout
+
+
+def test_unknown_task_is_a_message_not_a_traceback():
+    proc = run_cli("infer", "--task=gen_sort_word_eval", "--gin.MODEL_DIR='/nonexistent'")
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "gen_sort_words_eval" in proc.stderr  # the close match
