@@ -14,7 +14,7 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from flan_mix.data import mixing, pipeline, seqio_helpers, vocab
+from flan_mix.data import mixing, pipeline, vocab
 from flan_mix.data.data_errors import DataError
 from flan_mix.data.generated import collection, mixture, rendering
 from flan_mix.data.generated import seqio_tasks as tasks
@@ -155,18 +155,6 @@ def test_fewshot_inputs_fit_the_feature_length(registered, vocabulary):
             if v.startswith("fs_"):
                 for rec in tasks._variant_records(config, t, v, "train"):
                     assert len(vocabulary.encode(rec["inputs"])) + 1 <= tasks.DEFAULT_MAX_INPUT_TOKENS, (t, v)
-
-
-def test_metrics_and_postprocessing():
-    got = seqio_helpers.exact_match(["a", "b c", "d"], ["a", " b  c ", "x"])
-    assert got == {"exact_match": pytest.approx(200 / 3)}
-    out = "We start with 3 pens and add 4 more. 3 + 4 = 7. That means the answer is 7."
-    assert seqio_helpers.cot_answer_postprocess(out) == "7"
-    assert seqio_helpers.cot_answer_postprocess("no answer sentence") == "no answer sentence"
-    task = seqio.TaskRegistry.get("gen_sort_words_eval") if "gen_sort_words_eval" in seqio.TaskRegistry.names() \
-        else None
-    if task is not None:
-        assert task.metric_fns == [seqio_helpers.exact_match]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -401,8 +389,6 @@ def test_eval_examples(registered, vocabulary):
     assert len(free) == 3
     assert all(len(e["inputs"]) <= 6 and e["inputs"][-1] == 1 for e in free)
     assert free[0]["template_type"] == "zs_noopt"
-    cot = pipeline.get_eval_examples("gen_trace_assign_cot_eval", max_examples=2)
-    assert seqio_helpers.cot_answer_postprocess(cot[0]["targets_pretokenized"]) == cot[0]["answer"]
     with pytest.raises(ValueError, match="is a mixture"):
         pipeline.get_eval_examples(SMALL_MIX)
     with pytest.raises(pipeline.UnknownTaskError, match="gen_sort_words_eval"):

@@ -37,9 +37,8 @@ class Model(abc.ABC):
     z_loss: float
     loss_normalization: Any
 
-    # Features of a training batch, and the subset predict() needs.
+    # The features of a training batch this model reads (others are dropped before the step).
     FEATURES: tuple[str, ...] = ()
-    PREDICT_FEATURES: tuple[str, ...] = ()
 
     @property
     @abc.abstractmethod

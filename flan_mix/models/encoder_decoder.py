@@ -31,7 +31,6 @@ class EncoderDecoderModel(Model):
     FEATURES = ("encoder_input_tokens", "encoder_segment_ids", "encoder_positions",
                 "decoder_input_tokens", "decoder_target_tokens", "decoder_loss_weights",
                 "decoder_segment_ids", "decoder_positions")
-    PREDICT_FEATURES = ("encoder_input_tokens",)
 
     @property
     def module(self) -> Transformer:

@@ -108,5 +108,6 @@ class Trainer:
                        donate_argnums=(0,))
 
     def run_step(self, step_fn, state, host_batch: dict[str, np.ndarray]):
+        host_batch = {k: host_batch[k] for k in self.model.FEATURES if k in host_batch}
         with self.mesh, nn.logical_axis_rules(self.rules):
             return step_fn(state, partitioning.host_batch_to_global(host_batch, self.mesh))

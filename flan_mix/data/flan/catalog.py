@@ -128,9 +128,6 @@ class LoaderSpec:
     #: (output field, input path) pairs; input paths use "/" for nested TFDS features.
     field_map: tuple[tuple[str, str], ...] = ()
 
-    def field_map_dict(self) -> dict[str, str]:
-        return dict(self.field_map)
-
 
 @dataclasses.dataclass(frozen=True)
 class TaskRecord:
@@ -155,10 +152,6 @@ class TaskRecord:
     disabled_reason: str
     in_paper_count: bool
     notes: str
-
-    @property
-    def is_multilingual(self) -> bool:
-        return any(lang != "English" for lang in self.languages)
 
     @property
     def count_is_estimate(self) -> bool:
@@ -387,9 +380,6 @@ class Catalog:
 
     def enabled(self) -> tuple[TaskRecord, ...]:
         return tuple(t for t in self._tasks if t.enabled)
-
-    def by_ability(self) -> dict[str, tuple[TaskRecord, ...]]:
-        return {a: tuple(t for t in self._tasks if t.ability == a) for a in ABILITIES}
 
     def paper_counts(self) -> dict[str, int]:
         """Tasks counted per paper group, plus 'total'. Compare with PAPER_TASK_COUNTS."""

@@ -162,8 +162,6 @@ def _make_task(record: catalog_lib.TaskRecord, template_type: str, dirs: DataDir
         source=_source(record, dirs),
         output_features=features,
         preprocessors=[render],
-        postprocess_fn=seqio_helpers.strip_postprocess,
-        metric_fns=[seqio_helpers.exact_match],
         shuffle_buffer_size=seqio_helpers.SHUFFLE_BUFFER_SIZE,
     )
 

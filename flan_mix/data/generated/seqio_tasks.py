@@ -8,8 +8,6 @@ Names (all static; see the lists at the bottom):
   renderings of a task add up to more distinct questions; validation questions are the same for all variants.
 * ``gen_<task>_eval``: zero-shot evaluation on the validation split with one fixed template (zs_opt with a plain
   "- option" list for multiple choice, zs_noopt for free-form); targets are the answer text.
-* ``gen_<task>_cot_eval``: the same for CoT tasks with a fixed zero-shot CoT template; the metric compares the
-  answer extracted from the answer sentence.
 
 Sources yield already-rendered "inputs"/"targets" strings plus passthrough metadata (task_name, template_id,
 template_type, answer); preprocessors tokenize and append EOS (after trimming, so a cut input keeps its EOS).
@@ -48,10 +46,6 @@ def variant_task_name(task: str, variant: str) -> str:
 
 def eval_task_name(task: str) -> str:
     return f"{PREFIX}{task}_eval"
-
-
-def cot_eval_task_name(task: str) -> str:
-    return f"{PREFIX}{task}_cot_eval"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +110,7 @@ def _variant_records(config: GeneratedConfig, task: str, variant: str, split: st
                                         fits=fits))
 
 
-def _fixed_eval_choices(family: str, cot: bool) -> templates.Choices:
+def _fixed_eval_choices(family: str) -> templates.Choices:
     """One fixed rendering: the family's first template, options as a plain '- item' list, no end line."""
     template_id = f"{family}/zs/0"
     choices = templates.choose(0, family=family, template_id=template_id)
@@ -127,22 +121,21 @@ def _fixed_eval_choices(family: str, cot: bool) -> templates.Choices:
 
 
 @functools.lru_cache(maxsize=None)
-def _eval_records(config: GeneratedConfig, task: str, cot: bool) -> tuple[dict, ...]:
+def _eval_records(config: GeneratedConfig, task: str) -> tuple[dict, ...]:
     gtask = collection.get_generated_task(task)
-    family = "cot" if cot else gtask.family
-    template_type = "zs_opt" if (gtask.is_mc and not cot) else "zs_noopt"
-    choices = _fixed_eval_choices(family, cot)
+    template_type = "zs_opt" if gtask.is_mc else "zs_noopt"
+    choices = _fixed_eval_choices(gtask.family)
     out = []
     for ex in collection.generate_split(task, "validation", config.num_validation, config.seed):
-        r = templates.render(ex, choices, template_type=template_type, cot=cot)
+        r = templates.render(ex, choices, template_type=template_type, cot=False)
         out.append({"inputs": r["inputs"], "targets": r["targets"], "task_name": task,
-                    "template_id": r["template_id"], "template_type": "zs_cot" if cot else template_type,
+                    "template_id": r["template_id"], "template_type": template_type,
                     "answer": ex["answer"]})
     return tuple(out)
 
 
 def _make_task(name: str, records_fn, splits: Sequence[str], num_examples: Mapping[str, int],
-               config: GeneratedConfig, *, cot: bool) -> seqio.Task:
+               config: GeneratedConfig) -> seqio.Task:
     def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
         del shuffle_files, seed  # the data is fixed by the registration seed; seqio shuffles with its own seed
         if split not in splits:
@@ -157,8 +150,6 @@ def _make_task(name: str, records_fn, splits: Sequence[str], num_examples: Mappi
                                max_input_tokens=config.max_input_tokens),
         output_features=features,
         preprocessors=[seqio_helpers.tokenize, seqio_helpers.append_eos_after_trim],
-        postprocess_fn=seqio_helpers.cot_answer_postprocess if cot else seqio_helpers.strip_postprocess,
-        metric_fns=[seqio_helpers.exact_match],
         shuffle_buffer_size=seqio_helpers.SHUFFLE_BUFFER_SIZE,
     )
 
@@ -168,8 +159,6 @@ def _all_task_names() -> list[str]:
     for task in collection.GENERATED_TASKS:
         names += [variant_task_name(task, v) for v in rendering.task_variants(task)]
         names.append(eval_task_name(task))
-        if collection.GENERATED_TASKS[task].has_cot:
-            names.append(cot_eval_task_name(task))
     return names
 
 
@@ -188,7 +177,7 @@ def register_generated_tasks(vocabulary: seqio.Vocabulary | None = None, seed: i
                              num_train: int = DEFAULT_NUM_TRAIN, num_validation: int = DEFAULT_NUM_VALIDATION,
                              max_exemplars: int = rendering.DEFAULT_MAX_EXEMPLARS,
                              max_input_tokens: int = DEFAULT_MAX_INPUT_TOKENS) -> list[str]:
-    """Registers every generated task (variants, eval and CoT-eval tasks) in seqio.TaskRegistry. Idempotent.
+    """Registers every generated task (variants and eval tasks) in seqio.TaskRegistry. Idempotent.
 
     Calling again with the same arguments does nothing; with different ones, the generated tasks (and the
     mixtures that use them) are replaced. Data is rendered lazily, the first time a dataset is requested.
@@ -216,16 +205,11 @@ def register_generated_tasks(vocabulary: seqio.Vocabulary | None = None, seed: i
                 variant_task_name(task, variant),
                 _make_task(variant_task_name(task, variant),
                            functools.partial(_variant_records, config, task, variant), ("train", "validation"),
-                           counts, config, cot=variant in rendering.COT_VARIANTS))
+                           counts, config))
         seqio.TaskRegistry.add_provider(
             eval_task_name(task),
-            _make_task(eval_task_name(task), lambda split, t=task: _eval_records(config, t, False), ("validation",),
-                       {"validation": config.num_validation}, config, cot=False))
-        if gtask.has_cot:
-            seqio.TaskRegistry.add_provider(
-                cot_eval_task_name(task),
-                _make_task(cot_eval_task_name(task), lambda split, t=task: _eval_records(config, t, True),
-                           ("validation",), {"validation": config.num_validation}, config, cot=True))
+            _make_task(eval_task_name(task), lambda split, t=task: _eval_records(config, t), ("validation",),
+                       {"validation": config.num_validation}, config))
     _REGISTERED = config
     logger.info("Registered %d generated seqio tasks (seed %d, %d train / %d validation per task).", len(names),
                 config.seed, config.num_train, config.num_validation)
@@ -240,7 +224,7 @@ def registered_config() -> GeneratedConfig | None:
 def task_info(seqio_task_name: str) -> dict:
     """For a generated seqio task name: the generated task, its variant, ability, family and held-out flag."""
     for task, gtask in collection.GENERATED_TASKS.items():
-        for variant in rendering.task_variants(task) + ("eval", "cot_eval"):
+        for variant in rendering.task_variants(task) + ("eval",):
             if seqio_task_name == f"{PREFIX}{task}_{variant}":
                 return {"task": task, "variant": variant, "ability": gtask.ability, "family": gtask.family,
                         "held_out": gtask.held_out, "has_cot": gtask.has_cot, "is_mc": gtask.is_mc}
@@ -255,5 +239,3 @@ TRAIN_VARIANT_TASK_NAMES: tuple[str, ...] = tuple(
     variant_task_name(t, v) for t in TRAIN_TASKS for v in rendering.task_variants(t))
 TRAIN_EVAL_TASK_NAMES: tuple[str, ...] = tuple(eval_task_name(t) for t in TRAIN_TASKS)
 HELD_OUT_EVAL_TASK_NAMES: tuple[str, ...] = tuple(eval_task_name(t) for t in HELD_OUT_TASKS)
-COT_EVAL_TASK_NAMES: tuple[str, ...] = tuple(
-    cot_eval_task_name(t) for t in collection.GENERATED_TASKS if collection.GENERATED_TASKS[t].has_cot)

@@ -80,7 +80,6 @@ class TfdsFieldsDataSource(seqio.TfdsDataSource):
         )
         self.task_name = task_name
         self.tfds_name = tfds_name
-        self.tfds_split = split
         self.field_map = fmap
         self.data_dir = None if data_dir is None else Path(data_dir)
         self.sharding = sharding
