@@ -20,6 +20,7 @@ Errors of use exit 2 with the message alone; data errors print their type and me
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -70,10 +71,18 @@ def parse_args(argv: list[str]) -> tuple[str, list[str], list[str], dict[str, st
     return command, gin_files or [DEFAULT_GIN], bindings, options
 
 
+def _quiet_gin_path_probe(record) -> bool:
+    """gin looks for every file in the working directory first and logs an ERROR when it is not
+    there, before finding it in the search path (the installed package); that probe is not an error."""
+    return not (record.getMessage().startswith("Path not found:")
+                and record.pathname.endswith(os.path.join("gin", "resource_reader.py")))
+
+
 def parse_gin(gin_files: list[str], bindings: list[str]):
     import flan_mix.configurables  # noqa: F401  (registers every configurable before parsing)
     root = str(resource_root())
     gin.add_config_file_search_path(root)
+    logging.getLogger().addFilter(_quiet_gin_path_probe)  # gin logs through the root logger
     for path in gin_files:
         if not os.path.exists(path) and not os.path.exists(os.path.join(root, path)):
             raise UsageError(f"--gin_file={path}: no such file (looked in . and {root}).")
@@ -109,6 +118,8 @@ def convert_command(from_hf: str | None, to_hf: str | None, model_dir: str | Non
     if from_hf:
         if not model_dir:
             raise UsageError("convert --from_hf needs --model_dir=OUT (where the flan_mix checkpoint goes).")
+        if os.path.isdir(os.path.join(model_dir, "checkpoints")):
+            raise UsageError(f"--model_dir={model_dir} already holds checkpoints; import into a fresh directory.")
         config, params = convert.load_hf_checkpoint(from_hf)
         step_dir = checkpoints.save_params(model_dir, params)
         gin_path = os.path.join(model_dir, "model.gin")
@@ -117,7 +128,7 @@ def convert_command(from_hf: str | None, to_hf: str | None, model_dir: str | Non
         print(f"wrote {step_dir} and {gin_path} (the model's T5Config bindings).\nFine-tune from it: "
               f"--gin_file=gin/runs/finetune.gin --gin_file={gin_path} "
               f"--gin.INITIAL_CHECKPOINT_PATH=\"'{step_dir}'\"; evaluate it: python run.py eval "
-              f"--gin_file={gin_path} --gin.MODEL_DIR=\"'{model_dir}'\" (with its tokenizer bound in gin).")
+              f"--gin_file=gin/runs/default.gin --gin_file={gin_path} --gin.MODEL_DIR=\"'{model_dir}'\" (with its tokenizer bound in gin).")
         return step_dir
     import jax
     from flan_mix.infer.loading import load_model

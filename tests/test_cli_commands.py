@@ -88,9 +88,14 @@ def test_convert_to_hf_and_back(model_dir, tmp_path):
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-def test_convert_refuses_bad_flags():
+def test_convert_refuses_bad_input(model_dir, tmp_path):
     proc = run_cli("convert", "--from_hf=/nonexistent")
     assert proc.returncode == 2 and "--model_dir" in proc.stderr
+    proc = run_cli("convert", f"--from_hf={tmp_path}", f"--model_dir={model_dir}")
+    assert proc.returncode == 2 and "already holds checkpoints" in proc.stderr
+    proc = run_cli("convert", f"--from_hf={tmp_path}", f"--model_dir={tmp_path / 'out'}")
+    assert proc.returncode == 1 and "CheckpointError" in proc.stderr and "config.json" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_inspect_renders_a_task():
