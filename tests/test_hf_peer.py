@@ -297,3 +297,26 @@ def test_score_matches_hf_log_likelihoods(hf_model, params, batch):
                            attention_mask=torch.tensor(batch["enc_mask"][row:row + 1], dtype=torch.long),
                            labels=torch.tensor(labels[row:row + 1, :counts[row]], dtype=torch.long))
         assert float(ours["mean_logprob"][row]) == pytest.approx(-float(out.loss), rel=1e-5, abs=1e-4)
+
+
+def test_rank_classification_matches_hf(hf_model, params):
+    """infer.scoring.rank_options: per-option log-likelihoods (EOS included) equal HF's to 1e-4,
+    and the chosen option is HF's most likely one."""
+    from flan_mix.infer.scoring import rank_options
+    from flan_mix.runtime import partitioning
+    rng = np.random.default_rng(7)
+    prompts = [rng.integers(2, VOCAB, n).astype(np.int32) for n in (12, 30, 7)]
+    options = [[np.append(rng.integers(2, VOCAB, m), 1).astype(np.int32) for m in lens]
+               for lens in ((1, 3), (2, 2, 5), (4,))]
+    mesh = partitioning.make_mesh(devices=jax.devices()[:1])
+    ours = rank_options(EncoderDecoderModel(OURS), params, prompts, options, mesh=mesh, inputs_length=32,
+                        targets_length=8, batch_size=4)
+    for prompt, opts, result in zip(prompts, options, ours):
+        theirs = []
+        for opt in opts:
+            with torch.no_grad():
+                out = hf_model(input_ids=torch.tensor(prompt[None], dtype=torch.long),
+                               labels=torch.tensor(opt[None], dtype=torch.long))
+            theirs.append(-float(out.loss) * len(opt))  # HF's loss is the mean over the option's tokens
+        np.testing.assert_allclose(result["logprobs"], theirs, atol=1e-4, rtol=1e-5)
+        assert result["choice"] == int(np.argmax(theirs))

@@ -132,3 +132,25 @@ def test_kernel_block_sizes_come_from_gin(monkeypatch):
     params = model.init_params(jax.random.PRNGKey(0))
     model.logits(params, batch)
     assert seen and all(b.block_q == 64 and b.block_k == 32 for b in seen)
+
+
+def test_sampling_filters_hand_worked():
+    """top-k, top-p and the padded-vocabulary mask on hand-made distributions."""
+    from flan_mix.models import sampling
+    from flan_mix.models.base import DecodingConfig
+    probs = np.array([[0.5, 0.3, 0.15, 0.05]])
+    logits = jnp.log(jnp.asarray(probs, jnp.float32))
+    draws = lambda cfg: {int(sampling.next_token(logits, jax.random.PRNGKey(i), cfg)[0]) for i in range(300)}
+    assert draws(DecodingConfig(4, temperature=1.0, top_k=2)) == {0, 1}
+    assert draws(DecodingConfig(4, temperature=1.0, top_p=0.7)) == {0, 1}  # 0.5 < 0.7 <= 0.8
+    assert draws(DecodingConfig(4, temperature=1.0, top_p=0.5)) == {0}
+    assert draws(DecodingConfig(4, temperature=1.0)) == {0, 1, 2, 3}
+    # Padded ids (>= the tokenizer's size) are never chosen, greedy or sampled.
+    padded = jnp.asarray([[0.0, 1.0, 9.0, 8.0]])
+    assert int(sampling.next_token(padded, None, DecodingConfig(4, valid_vocab_size=2))[0]) == 1
+    hot = jnp.asarray([[0.0, 0.0, 50.0, 50.0]])
+    assert {int(sampling.next_token(hot, jax.random.PRNGKey(i), DecodingConfig(4, temperature=1.0,
+                                                                             valid_vocab_size=2))[0])
+            for i in range(50)} <= {0, 1}
+    with pytest.raises(ValueError, match="top_p"):
+        DecodingConfig(4, top_p=0.0)

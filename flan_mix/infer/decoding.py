@@ -39,7 +39,8 @@ def generate(model: Model, params, token_rows: Sequence[np.ndarray], vocabulary,
              inputs_length: int, max_decode_len: int, batch_size: int, desc: str = "decode",
              temperature: float = 0.0, seed: int = 0) -> list[str]:
     """Decodes every row of input ids to text."""
-    decoding = DecodingConfig(max_decode_len=max_decode_len, temperature=temperature)
+    decoding = DecodingConfig(max_decode_len=max_decode_len, temperature=temperature,
+                              valid_vocab_size=vocabulary.vocab_size)
     predictions: list[str] = []
     rng = jax.random.PRNGKey(seed)
     for start in tqdm(range(0, len(token_rows), batch_size), desc=desc, unit="batch", leave=False):

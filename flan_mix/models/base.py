@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -26,9 +26,23 @@ Batch = Mapping[str, Any]
 
 @dataclasses.dataclass(frozen=True)
 class DecodingConfig:
-    """How predict() decodes: greedy at temperature 0, else sampling at that temperature."""
+    """How predict() decodes: greedy at temperature 0, else sampling at that temperature, from the
+    top_k most likely tokens (0: all) and the top_p probability mass (1.0: all).
+
+    valid_vocab_size: the tokenizer's size; ids past it (embedding padding) are never generated.
+    """
     max_decode_len: int
     temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    valid_vocab_size: int | None = None
+
+    def __post_init__(self):
+        if self.max_decode_len < 1:
+            raise ValueError(f"DecodingConfig.max_decode_len must be >= 1, got {self.max_decode_len}.")
+        if self.temperature < 0 or self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"DecodingConfig: need temperature >= 0, top_k >= 0 and 0 < top_p <= 1; got "
+                             f"{self.temperature}, {self.top_k}, {self.top_p}.")
 
 
 class Model(abc.ABC):
@@ -60,6 +74,11 @@ class Model(abc.ABC):
     @abc.abstractmethod
     def predict(self, params, batch: Batch, decoding: DecodingConfig, rng=None) -> jax.Array:
         """int32 [B, max_decode_len] generated ids, EOS included, zeros after it."""
+
+    @abc.abstractmethod
+    def unpacked_batch(self, inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray], *,
+                       inputs_length: int, targets_length: int) -> dict[str, np.ndarray]:
+        """One (input ids, target ids) pair per row, as this model's features (for score())."""
 
     @abc.abstractmethod
     def count_tokens(self, batch: Mapping[str, np.ndarray]) -> int:

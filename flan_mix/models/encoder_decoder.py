@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flan_mix.models import sampling
 from flan_mix.models.base import Batch, DecodingConfig, Model
 from flan_mix.models.t5 import T5Config, Transformer, default_segment_ids
 
@@ -52,19 +53,31 @@ class EncoderDecoderModel(Model):
             segment_ids = (targets > 0).astype(jnp.int32)
         return targets, batch["decoder_loss_weights"], segment_ids
 
+    def unpacked_batch(self, inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray], *,
+                       inputs_length: int, targets_length: int) -> dict[str, np.ndarray]:
+        def pad(rows, length):
+            out = np.zeros((len(rows), length), np.int32)
+            for i, row in enumerate(rows):
+                row = np.asarray(row, np.int32)[:length]
+                out[i, :len(row)] = row
+            return out
+        target_tokens = pad(targets, targets_length)
+        decoder_inputs = np.concatenate([np.full((len(targets), 1), PAD_ID, np.int32), target_tokens[:, :-1]], 1)
+        return {"encoder_input_tokens": pad(inputs, inputs_length), "decoder_input_tokens": decoder_inputs,
+                "decoder_target_tokens": target_tokens,
+                "decoder_loss_weights": (target_tokens > 0).astype(np.int32)}
+
     def count_tokens(self, batch: Mapping[str, np.ndarray]) -> int:
         return int(np.count_nonzero(batch["encoder_input_tokens"]) + batch["decoder_loss_weights"].sum())
 
     def predict(self, params, batch: Batch, decoding: DecodingConfig, rng=None):
         rng = jax.random.PRNGKey(0) if rng is None else rng
-        return _decode(self.module, params, batch["encoder_input_tokens"], rng,
-                       max_decode_len=decoding.max_decode_len, temperature=decoding.temperature)
+        return _decode(self.module, params, batch["encoder_input_tokens"], rng, decoding=decoding)
 
 
-@functools.partial(jax.jit, static_argnames=("module", "max_decode_len", "temperature"))
-def _decode(module: Transformer, params, encoder_input_tokens, rng, *, max_decode_len: int,
-            temperature: float):
-    batch = encoder_input_tokens.shape[0]
+@functools.partial(jax.jit, static_argnames=("module", "decoding"))
+def _decode(module: Transformer, params, encoder_input_tokens, rng, *, decoding: DecodingConfig):
+    batch, max_decode_len = encoder_input_tokens.shape[0], decoding.max_decode_len
     enc_seg = default_segment_ids(encoder_input_tokens)
     encoded = module.apply({"params": params}, encoder_input_tokens, enc_seg, method=module.encode)
     buffer = jnp.zeros((batch, max_decode_len), jnp.int32)
@@ -77,12 +90,8 @@ def _decode(module: Transformer, params, encoder_input_tokens, rng, *, max_decod
         logits, new_vars = module.apply({"params": params, "cache": cache}, encoded, enc_seg,
                                         token[:, None], step_seg, decode=True, method=module.decode,
                                         mutable=["cache"])
-        logits = logits[:, 0]
         rng, sample_rng = jax.random.split(rng)
-        if temperature > 0.0:
-            token = jax.random.categorical(sample_rng, logits / temperature)
-        else:
-            token = jnp.argmax(logits, axis=-1)
+        token = sampling.next_token(logits[:, 0], sample_rng, decoding)
         token = jnp.where(done, PAD_ID, token).astype(jnp.int32)
         outputs = outputs.at[:, i].set(token)
         done = done | (token == EOS_ID)
