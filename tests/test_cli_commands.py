@@ -44,6 +44,10 @@ def test_eval_writes_the_table_of_the_trained_model(model_dir):
         rows = {r["task"]: r for r in json.load(f)["rows"]}
     assert set(rows) == {"gen_sort_words_eval", "gen_larger_number_mc_eval", "MEAN (trained)"}
     assert rows["gen_sort_words_eval"]["n"] == 6 and "gen_sort_words_eval" in proc.stdout
+    # Multiple choice also gets rank classification over its options (two numbers to compare here).
+    assert 0.0 <= rows["gen_larger_number_mc_eval"]["model_rank"] <= 100.0
+    assert rows["gen_larger_number_mc_eval"]["chance"] == 50.0
+    assert rows["gen_sort_words_eval"]["model_rank"] is None and rows["gen_sort_words_eval"]["chance"] is None
 
 
 def test_infer_appends_and_resumes(model_dir, tmp_path):

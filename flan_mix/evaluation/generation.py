@@ -1,12 +1,17 @@
-"""Generative evaluation: greedy-decode each eval task, score exact match, compare to baselines.
+"""Evaluation of the eval tasks: greedy decoding scored by exact match, and multiple-choice tasks
+also by rank classification, each beside trivial baselines.
 
-Two trivial baselines sit beside the model in the table:
-  majority - always answer the most frequent target of the evaluated split itself. It peeks at
-             the labels, so it is an upper bound on any constant-answer baseline.
-  copy     - answer with the input text.
+  model_em    - exact match of the greedy generation.
+  majority_em - always answer the most frequent target of the evaluated split itself. It peeks at
+                the labels, so it is an upper bound on any constant-answer baseline.
+  copy_em     - answer with the input text.
+  model_rank  - multiple choice only: the option with the highest log-likelihood under the model
+                (Flan's and T0's way of scoring options), accuracy in %.
+  chance      - multiple choice only: the expected accuracy of picking an option at random.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Mapping, Sequence
 
 import gin
@@ -15,12 +20,14 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from flan_mix.evaluation import metrics, report
+from flan_mix.infer import scoring
 from flan_mix.infer.decoding import generate
 from flan_mix.infer.loading import load_model
 from flan_mix.models.base import Model
 from flan_mix.runtime.run_config import run_config
 
-COLUMNS = ("task", "ability", "group", "n", "model_em", "majority_em", "copy_em")
+COLUMNS = ("task", "ability", "group", "n", "model_em", "majority_em", "copy_em", "model_rank", "chance")
+SCORE_COLUMNS = COLUMNS[4:]
 
 
 def score_task(predictions: Sequence[str], examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -33,11 +40,29 @@ def score_task(predictions: Sequence[str], examples: Sequence[Mapping[str, Any]]
 
 
 def _mean_row(rows, group: str) -> dict[str, Any]:
+    """Unweighted means over the group's tasks; the multiple-choice columns over the tasks that have them."""
     sub = [r for r in rows if r["group"] == group]
     row = {"task": f"MEAN ({group})", "ability": "", "group": group, "n": sum(r["n"] for r in sub)}
-    for col in ("model_em", "majority_em", "copy_em"):
-        row[col] = float(np.mean([r[col] for r in sub])) if sub else 0.0
+    for col in SCORE_COLUMNS:
+        values = [r[col] for r in sub if r.get(col) is not None]
+        row[col] = float(np.mean(values)) if values else None
     return row
+
+
+def rank_classify(model: Model, params, examples: Sequence[Mapping[str, Any]], vocabulary, *, mesh: Mesh,
+                  task_feature_lengths: Mapping[str, int], batch_size: int, desc: str) -> dict[str, Any]:
+    """model_rank and chance (%) of a multiple-choice task; None for both when it has no options."""
+    options = [json.loads(ex.get("options") or "[]") for ex in examples]
+    if not examples or not all(options):
+        return {"model_rank": None, "chance": None}
+    option_ids = [[np.asarray(vocabulary.encode(o) + [vocabulary.eos_id], np.int32) for o in opts] for opts in options]
+    ranked = scoring.rank_options(model, params, [ex["inputs"] for ex in examples], option_ids, mesh=mesh,
+                                  inputs_length=task_feature_lengths["inputs"],
+                                  targets_length=task_feature_lengths["targets"], batch_size=batch_size,
+                                  desc=f"{desc} (rank)")
+    picked = [opts[r["choice"]] for opts, r in zip(options, ranked)]
+    return {"model_rank": metrics.exact_match(picked, [ex["targets_pretokenized"] for ex in examples]),
+            "chance": 100.0 * float(np.mean([1.0 / len(opts) for opts in options]))}
 
 
 @gin.configurable
@@ -57,11 +82,15 @@ def evaluate_generation(model: Model, params, *, mesh: Mesh, vocabulary, out_dir
                          max_decode_len=task_feature_lengths["targets"], batch_size=batch_size,
                          desc=spec["name"])
         rows.append({"task": spec["name"], "ability": spec["ability"], "group": spec["group"],
-                     **score_task(preds, examples)})
+                     **score_task(preds, examples),
+                     **rank_classify(model, params, examples, vocabulary, mesh=mesh,
+                                     task_feature_lengths=task_feature_lengths, batch_size=batch_size,
+                                     desc=spec["name"])})
     groups = sorted({r["group"] for r in rows})
     rows += [_mean_row(rows, g) for g in groups]
     table = report.write_report(rows, COLUMNS, out_dir, "eval_results",
-                                title="Exact match (%) by greedy decoding")
+                                title="Accuracy (%): exact match of greedy decoding (model_em), rank "
+                                      "classification of the options (model_rank)")
     print(table)
     return rows
 

@@ -7,6 +7,8 @@ from typing import Any, Sequence
 
 
 def _cell(value: Any) -> str:
+    if value is None:  # a column that does not apply to the row (e.g. rank accuracy of a free-form task)
+        return ""
     return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 

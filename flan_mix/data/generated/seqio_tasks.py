@@ -7,7 +7,8 @@ Names (all static; see the lists at the bottom):
   Each variant's train split draws its own questions (seed derived from the variant), so the four or six
   renderings of a task add up to more distinct questions; validation questions are the same for all variants.
 * ``gen_<task>_eval``: zero-shot evaluation on the validation split with one fixed template (zs_opt with a plain
-  "- option" list for multiple choice, zs_noopt for free-form); targets are the answer text.
+  "- option" list for multiple choice, zs_noopt for free-form); targets are the answer text, and an
+  "options" field (JSON list) carries the options for rank classification.
 
 Sources yield already-rendered "inputs"/"targets" strings plus passthrough metadata (task_name, template_id,
 template_type, answer); preprocessors tokenize and append EOS (after trimming, so a cut input keeps its EOS).
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 from typing import Any, Mapping, Sequence
 
@@ -89,8 +91,9 @@ _RECORD_KEYS = ("inputs", "targets") + METADATA_KEYS
 
 
 def _records_to_dataset(records: Sequence[dict]) -> tf.data.Dataset:
+    keys = _RECORD_KEYS + (("options",) if records and "options" in records[0] else ())
     return tf.data.Dataset.from_tensor_slices(
-        {k: tf.constant([r[k] for r in records], dtype=tf.string, shape=(len(records),)) for k in _RECORD_KEYS})
+        {k: tf.constant([r[k] for r in records], dtype=tf.string, shape=(len(records),)) for k in keys})
 
 
 @functools.lru_cache(maxsize=None)
@@ -130,7 +133,9 @@ def _eval_records(config: GeneratedConfig, task: str) -> tuple[dict, ...]:
         r = templates.render(ex, choices, template_type=template_type, cot=False)
         out.append({"inputs": r["inputs"], "targets": r["targets"], "task_name": task,
                     "template_id": r["template_id"], "template_type": template_type,
-                    "answer": ex["answer"]})
+                    "answer": ex["answer"],
+                    # The answer options as JSON ("[]" for free-form tasks): rank classification scores them.
+                    "options": json.dumps(list(ex.get("options") or ()))})
     return tuple(out)
 
 
