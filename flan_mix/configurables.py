@@ -3,7 +3,7 @@
 import gin
 
 from flan_mix.data import registration, vocab  # noqa: F401
-from flan_mix.evaluation import generation  # noqa: F401
+from flan_mix.evaluation import benchmarks, generation  # noqa: F401
 from flan_mix.infer import infer_task  # noqa: F401
 from flan_mix.kernels.flash_attention import BlockSizes
 from flan_mix.models import build, t5  # noqa: F401

@@ -3,7 +3,11 @@
   python run.py                      train on the embedded default (gin/runs/default.gin), then evaluate
   python run.py train   [flags]      train (resumes from MODEL_DIR), then evaluate unless
                                      --gin.train_command.evaluate_after=False
-  python run.py eval    [flags]      evaluate the latest checkpoint in MODEL_DIR
+  python run.py eval    [flags]      evaluate the latest checkpoint in MODEL_DIR on the eval tasks
+  python run.py eval --benchmarks=bbh,mmlu [--mode=direct|cot] [--mmlu_scoring=rank|generate]
+        [--split=val|test] [--max_examples=N] [--bbh_dir=DIR] [--mmlu_dir=DIR] [flags]
+  python run.py eval prompts --benchmark=bbh|mmlu --task=T --output=F.jsonl [--mode=..] [--split=..]
+  python run.py eval score --benchmark=bbh|mmlu --predictions=FILE|DIR [--mode=cot|direct] [--output_dir=D]
   python run.py infer   --task=NAME [--output=FILE] [--split=S] [flags]   decode a task to JSONL
   python run.py inspect [--task=NAME --num_examples=N --split=S] [flags]   list or render tasks
         [--list=tasks|submixtures --csv=PATH --stats=NAME --plot=PATH.png --allow_missing_tasks=true]
@@ -31,8 +35,14 @@ import gin  # noqa: E402
 from flan_mix.resources import resource_root  # noqa: E402
 
 DEFAULT_GIN = "gin/runs/default.gin"
+_BENCHMARK_DIRS = {"bbh_dir": None, "mmlu_dir": None}
 COMMAND_OPTIONS = {
-    "train": {}, "eval": {},
+    "train": {},
+    "eval": {"benchmarks": None, "mode": None, "mmlu_scoring": None, "split": None, "max_examples": None,
+             **_BENCHMARK_DIRS},
+    "eval prompts": {"benchmark": None, "task": None, "mode": "direct", "split": "test", "output": None,
+                     **_BENCHMARK_DIRS},
+    "eval score": {"benchmark": None, "predictions": None, "mode": None, "output_dir": None},
     "infer": {"task": None, "output": None, "split": "validation"},
     "inspect": {"task": None, "split": "train", "num_examples": "3", "list": None, "csv": None,
                 "stats": None, "plot": None, "allow_missing_tasks": None},
@@ -50,6 +60,8 @@ def parse_args(argv: list[str]) -> tuple[str, list[str], list[str], dict[str, st
     command = "train"
     if argv and not argv[0].startswith("-"):
         command = argv.pop(0)
+        if command == "eval" and argv and argv[0] in ("prompts", "score"):
+            command = f"eval {argv.pop(0)}"
         if command not in COMMANDS:
             raise UsageError(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}.")
     gin_files, bindings, options = [], [], {}
@@ -141,6 +153,38 @@ def convert_command(from_hf: str | None, to_hf: str | None, model_dir: str | Non
     return to_hf
 
 
+def _require(opts: dict, command: str, *names: str) -> None:
+    missing = [f"--{n}" for n in names if not opts.get(n)]
+    if missing:
+        raise UsageError(f"{command} needs {', '.join(missing)} (the launcher's docstring lists the commands).")
+
+
+def _check_choices(opts: dict) -> None:
+    """The benchmark flags' values, checked before anything is loaded."""
+    from flan_mix.evaluation import answers, benchmarks, mmlu
+    choices = {"benchmark": benchmarks.BENCHMARKS, "mode": answers.MODES, "mmlu_scoring": benchmarks.MMLU_SCORINGS,
+               "split": mmlu.SPLITS}
+    for name, allowed in choices.items():
+        if opts.get(name) and opts[name] not in allowed:
+            raise UsageError(f"--{name}={opts[name]}: choose one of {', '.join(allowed)}.")
+    for name in (opts.get("benchmarks") or "").split(","):
+        if name.strip() and name.strip() not in benchmarks.BENCHMARKS:
+            raise UsageError(f"--benchmarks: unknown {name.strip()!r}; choose from {', '.join(benchmarks.BENCHMARKS)}.")
+
+
+def eval_command(opts: dict) -> None:
+    """The eval tasks' table (exact match and rank classification), or with --benchmarks=bbh,mmlu the
+    benchmarks; either way on MODEL_DIR's checkpoint (trained, or imported with convert)."""
+    from flan_mix.evaluation import benchmarks, generation
+    if not opts["benchmarks"]:
+        generation.evaluate()
+        return
+    overrides = {k: opts[k] for k in ("mode", "mmlu_scoring", "split", "bbh_dir", "mmlu_dir") if opts[k]}
+    if opts["max_examples"]:
+        overrides["max_examples"] = int(opts["max_examples"])
+    benchmarks.run_benchmarks([b.strip() for b in opts["benchmarks"].split(",")], **overrides)
+
+
 def main(argv: list[str]) -> int:
     command, gin_files, bindings, options = parse_args(list(argv))
     allowed = COMMAND_OPTIONS[command]
@@ -151,12 +195,23 @@ def main(argv: list[str]) -> int:
     opts = {**allowed, **options}
     if command == "infer" and not opts["task"]:
         raise UsageError("infer needs --task=NAME (list tasks with: python run.py inspect).")
+    if command.startswith("eval"):
+        _check_choices(opts)
     parse_gin(gin_files, bindings)
     if command == "train":
         train_command()
     elif command == "eval":
-        from flan_mix.evaluation import generation
-        generation.evaluate()
+        eval_command(opts)
+    elif command == "eval prompts":
+        from flan_mix.evaluation import benchmarks
+        _require(opts, command, "benchmark", "task", "output")
+        n = benchmarks.write_prompts(opts["benchmark"], opts["task"], opts["output"], mode=opts["mode"],
+                                     split=opts["split"], bbh_dir=opts["bbh_dir"], mmlu_dir=opts["mmlu_dir"])
+        print(f"wrote {n} prompts to {opts['output']}")
+    elif command == "eval score":
+        from flan_mix.evaluation import benchmarks
+        _require(opts, command, "benchmark", "predictions")
+        benchmarks.score_file(opts["benchmark"], opts["predictions"], mode=opts["mode"], out_dir=opts["output_dir"])
     elif command == "infer":
         from flan_mix.infer import infer_task
         infer_task.infer(task=opts["task"], output=opts["output"], split=opts["split"])

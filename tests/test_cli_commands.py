@@ -113,3 +113,57 @@ def test_unknown_task_is_a_message_not_a_traceback():
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert "gen_sort_words_eval" in proc.stderr  # the close match
+
+
+SHARED = os.path.join(REPO, "..", "shared", "data")
+needs_benchmarks = pytest.mark.skipif(
+    not (os.path.isdir(os.path.join(SHARED, "bbh")) and os.path.isdir(os.path.join(SHARED, "mmlu"))),
+    reason="the BBH and MMLU data live in ../shared/data (absent here)")
+
+
+@needs_benchmarks
+def test_eval_benchmarks_writes_tables_and_resumes(model_dir):
+    args = ("eval", "--benchmarks=bbh,mmlu", "--max_examples=2", "--mmlu_scoring=rank", *SMALL,
+            f"--gin.MODEL_DIR='{model_dir}'")
+    proc = ok(run_cli(*args))
+    assert "normalized average" in proc.stdout
+    with open(os.path.join(model_dir, "eval_bbh_direct.json")) as f:
+        bbh_rows = json.load(f)["rows"]
+    assert len(bbh_rows) == 28 and bbh_rows[-1]["task"] == "MEAN" and bbh_rows[-1]["n"] == 54
+    with open(os.path.join(model_dir, "eval_mmlu_val_rank.json")) as f:
+        overall = json.load(f)["rows"][-1]
+    assert overall["name"] == "ALL" and overall["n"] == 57 * 2 and overall["no_answer"] == 0
+    log = os.path.join(model_dir, "benchmarks", "bbh_direct.predictions.jsonl")
+    with open(log) as f:
+        first = f.read()
+    assert len(first.splitlines()) == 54
+    ok(run_cli(*args))  # everything is in the predictions log already: nothing is decoded or appended again
+    with open(log) as f:
+        assert f.read() == first
+
+
+@needs_benchmarks
+def test_eval_prompts_and_score_on_the_real_bbh_data(tmp_path):
+    out = str(tmp_path / "prompts.jsonl")
+    ok(run_cli("eval", "prompts", "--benchmark=bbh", "--task=boolean_expressions", "--mode=cot", f"--output={out}"))
+    with open(out) as f:
+        rows = [json.loads(line) for line in f]
+    assert len(rows) == 250 and rows[0]["input"].endswith("\nA: Let's think step by step.")
+    assert rows[0]["input"].count("So the answer is") == 3 and rows[0]["target"] in ("True", "False")
+    # Predictions in the BBH repository's output format: 2 of 3 right on one task, 1 of 1 on another.
+    outputs = tmp_path / "outputs"
+    outputs.mkdir()
+    (outputs / "boolean_expressions_few_shot.json").write_text(json.dumps({"outputs": [
+        {"input": "q", "prediction": "... So the answer is True.", "target": "True"},
+        {"input": "q", "prediction": "So the answer is False.", "target": "False"},
+        {"input": "q", "prediction": "the answer is True", "target": "False"}]}))
+    (outputs / "navigate.json").write_text(json.dumps({"outputs": [
+        {"input": "q", "prediction": "So the answer is Yes.", "target": "Yes"}]}))
+    proc = ok(run_cli("eval", "score", "--benchmark=bbh", f"--predictions={outputs}", "--mode=cot"))
+    assert "66.7" in proc.stdout and "83.3" in proc.stdout  # unweighted mean over tasks: (66.7 + 100) / 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"task": "navigate", "prediction": "Yes", "target": "Yes"}\n{"task": "navigat", '
+                   '"prediction": "Yes", "target": "Yes"}\n')
+    proc = run_cli("eval", "score", "--benchmark=bbh", f"--predictions={bad}")
+    assert proc.returncode == 1 and "bad.jsonl" in proc.stderr and ":2" in proc.stderr
+    assert "Traceback" not in proc.stderr
