@@ -30,12 +30,16 @@ class DecodingConfig:
     top_k most likely tokens (0: all) and the top_p probability mass (1.0: all).
 
     valid_vocab_size: the tokenizer's size; ids past it (embedding padding) are never generated.
+    num_beams > 1: beam search instead (deterministic, so no sampling settings), ranking finished
+      beams by logprob / ((5 + length) / 6) ** length_penalty (GNMT's alpha; 0: the plain sum).
     """
     max_decode_len: int
     temperature: float = 0.0
     top_k: int = 0
     top_p: float = 1.0
     valid_vocab_size: int | None = None
+    num_beams: int = 1
+    length_penalty: float = 0.0
 
     def __post_init__(self):
         if self.max_decode_len < 1:
@@ -43,6 +47,12 @@ class DecodingConfig:
         if self.temperature < 0 or self.top_k < 0 or not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"DecodingConfig: need temperature >= 0, top_k >= 0 and 0 < top_p <= 1; got "
                              f"{self.temperature}, {self.top_k}, {self.top_p}.")
+        if self.num_beams < 1 or self.length_penalty < 0:
+            raise ValueError(f"DecodingConfig: need num_beams >= 1 and length_penalty >= 0; got "
+                             f"{self.num_beams}, {self.length_penalty}.")
+        if self.num_beams > 1 and (self.temperature > 0 or self.top_k or self.top_p < 1.0):
+            raise ValueError(f"DecodingConfig: beam search (num_beams={self.num_beams}) does not sample; "
+                             f"set temperature=0, top_k=0 and top_p=1.0, or num_beams=1 to sample.")
 
 
 class Model(abc.ABC):

@@ -3,7 +3,8 @@
 Batches carry the features of seqio's EncDecFeatureConverter. Decoding is KV-cached: the encoder
 runs once; a sizing call on the full target buffer creates the decoder's cache (and projects the
 encoder keys/values once); then each step feeds one token and reads one row of logits, so a
-sequence of T tokens costs O(T) decoder work.
+sequence of T tokens costs O(T) decoder work. num_beams > 1 runs beam search
+(flan_mix.models.beam_search) over the same cached step, with the encoder output copied per beam.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flan_mix.models import sampling
+from flan_mix.models import beam_search, sampling
 from flan_mix.models.base import Batch, DecodingConfig, Model
 from flan_mix.models.t5 import T5Config, Transformer, default_segment_ids
 
@@ -71,6 +72,8 @@ class EncoderDecoderModel(Model):
         return int(np.count_nonzero(batch["encoder_input_tokens"]) + batch["decoder_loss_weights"].sum())
 
     def predict(self, params, batch: Batch, decoding: DecodingConfig, rng=None):
+        if decoding.num_beams > 1:
+            return beam_decode(self.module, params, batch["encoder_input_tokens"], decoding=decoding)[0][:, 0]
         rng = jax.random.PRNGKey(0) if rng is None else rng
         return _decode(self.module, params, batch["encoder_input_tokens"], rng, decoding=decoding)
 
@@ -105,3 +108,29 @@ def _decode(module: Transformer, params, encoder_input_tokens, rng, *, decoding:
     init = (jnp.int32(0), bos, buffer, jnp.zeros((batch,), bool), variables["cache"], rng)
     _, _, outputs, _, _, _ = jax.lax.while_loop(keep_going, step, init)
     return outputs
+
+
+@functools.partial(jax.jit, static_argnames=("module", "decoding"))
+def beam_decode(module: Transformer, params, encoder_input_tokens, *, decoding: DecodingConfig):
+    """(ids int32 [B, K, max_decode_len], scores [B, K]): each example's K best beams, best first
+    (see beam_search.beam_search for the format and the length-penalised score)."""
+    batch, beams = encoder_input_tokens.shape[0], decoding.num_beams
+    enc_seg = default_segment_ids(encoder_input_tokens)
+    encoded = module.apply({"params": params}, encoder_input_tokens, enc_seg, method=module.encode)
+    # The encoder runs once per example; its output is copied to the example's K beams (rows b*K + k),
+    # so the sizing call below builds every cache leaf, cross-attention keys included, per beam.
+    encoded, enc_seg = jnp.repeat(encoded, beams, axis=0), jnp.repeat(enc_seg, beams, axis=0)
+    buffer = jnp.zeros((batch * beams, decoding.max_decode_len), jnp.int32)
+    _, variables = module.apply({"params": params}, encoded, enc_seg, buffer, jnp.ones_like(buffer),
+                                decode=True, method=module.decode, mutable=["cache"])
+    step_seg = jnp.ones((batch * beams, 1), jnp.int32)
+
+    def step_fn(tokens, cache):
+        logits, new_vars = module.apply({"params": params, "cache": cache}, encoded, enc_seg, tokens[:, None],
+                                        step_seg, decode=True, method=module.decode, mutable=["cache"])
+        return jax.nn.log_softmax(logits[:, 0]), new_vars["cache"]
+
+    return beam_search.beam_search(step_fn, variables["cache"], batch_size=batch, num_beams=beams,
+                                   max_decode_len=decoding.max_decode_len, eos_id=EOS_ID, bos_id=PAD_ID,
+                                   length_penalty=decoding.length_penalty,
+                                   valid_vocab_size=decoding.valid_vocab_size)
