@@ -106,14 +106,26 @@ def parse_gin(gin_files: list[str], bindings: list[str]):
 
 
 @gin.configurable
-def train_command(evaluate_after: bool = True):
-    """Train, then (by default) evaluate the trained params in memory."""
+def train_command(evaluate_after: bool = True, evaluate_every_steps: int = 0):
+    """Train, then (by default) evaluate the trained params in memory. evaluate_every_steps > 0 also
+    evaluates during training (the eval tasks of evaluate_generation, into MODEL_DIR/eval/step_N/),
+    logging each group's means to TensorBoard and metrics.jsonl as eval/<group>/<column>."""
     from flan_mix.evaluation import generation
     from flan_mix.runtime.run_config import run_config
     from flan_mix.train import loop
-    result = loop.train()
+    run = run_config()
+
+    def evaluate(result) -> dict[str, float]:
+        rows = generation.evaluate_generation(
+            result.model, result.params, mesh=result.mesh, vocabulary=result.vocabulary,
+            out_dir=os.path.join(run.model_dir, "eval", f"step_{result.final_step}"),
+            task_feature_lengths=run.task_feature_lengths)
+        return {f"{r['group']}/{col}": r[col] for r in rows if r["task"].startswith("MEAN")
+                for col in generation.SCORE_COLUMNS if r.get(col) is not None}
+
+    result = loop.train(periodic=evaluate if evaluate_every_steps else None,
+                        periodic_every_steps=evaluate_every_steps)
     if evaluate_after:
-        run = run_config()
         generation.evaluate_generation(result.model, result.params, mesh=result.mesh,
                                        vocabulary=result.vocabulary, out_dir=run.model_dir,
                                        task_feature_lengths=run.task_feature_lengths)

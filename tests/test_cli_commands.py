@@ -32,9 +32,20 @@ def ok(proc):
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("cli") / "run")
-    proc = ok(run_cli("train", *SMALL, "--gin.TRAIN_STEPS=2", f"--gin.MODEL_DIR='{path}'"))
+    proc = ok(run_cli("train", *SMALL, "--gin.TRAIN_STEPS=2", f"--gin.MODEL_DIR='{path}'",
+                      "--gin.train_command.evaluate_every_steps=1"))
     assert "MEAN (trained)" in proc.stdout  # train evaluates after training by default
     return path
+
+
+def test_evaluation_during_training_is_logged(model_dir):
+    with open(os.path.join(model_dir, "metrics.jsonl")) as f:
+        evals = [r for r in map(json.loads, f) if any(k.startswith("eval/") for k in r)]
+    assert [r["step"] for r in evals] == [1, 2]
+    assert {"eval/trained/model_em", "eval/trained/model_rank", "eval/trained/chance"} <= set(evals[0])
+    with open(os.path.join(model_dir, "eval", "step_2", "eval_results.json")) as f:
+        rows = {r["task"]: r for r in json.load(f)["rows"]}
+    assert evals[1]["eval/trained/model_em"] == rows["MEAN (trained)"]["model_em"]
 
 
 def test_eval_writes_the_table_of_the_trained_model(model_dir):

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import gin
 import jax
@@ -81,8 +81,15 @@ def train(use_packing: bool = True,
           num_microbatches: int = 1,
           dropout: bool = True,
           initial_checkpoint_path: str | None = None,
-          log_every_steps: int = 20) -> TrainResult:
-    """Trains to TRAIN_STEPS (resuming if MODEL_DIR has a checkpoint)."""
+          log_every_steps: int = 20,
+          periodic: Callable[[TrainResult], Mapping[str, float]] | None = None,
+          periodic_every_steps: int = 0) -> TrainResult:
+    """Trains to TRAIN_STEPS (resuming if MODEL_DIR has a checkpoint).
+
+    periodic (given by the caller, e.g. the launcher's evaluation) runs every periodic_every_steps
+    steps on the current state; the figures it returns are logged under "eval/". train/ itself
+    knows nothing of evaluation.
+    """
     from flan_mix.data import pipeline, registration
     run = run_config()
     if not run.mixture_or_task_name or not run.train_steps:
@@ -133,6 +140,10 @@ def train(use_packing: bool = True,
                 window_tokens, window_start = 0, time.perf_counter()
                 writer.write(step + 1, metrics)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}", tok_s=f"{metrics['tokens_per_second']:.0f}")
+            if periodic is not None and periodic_every_steps and (step + 1) % periodic_every_steps == 0:
+                current = TrainResult(model=model, params=state.params, mesh=mesh, vocabulary=vocabulary,
+                                      final_step=step + 1, train_metrics=metrics)
+                writer.write(step + 1, periodic(current), prefix="eval")
             bar.update(1)
             ckpt.save(state)
         ckpt.save(state, force=True)
