@@ -178,3 +178,20 @@ def test_eval_prompts_and_score_on_the_real_bbh_data(tmp_path):
     proc = run_cli("eval", "score", "--benchmark=bbh", f"--predictions={bad}")
     assert proc.returncode == 1 and "bad.jsonl" in proc.stderr and ":2" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_infer_with_beam_search(model_dir, tmp_path):
+    """Beam search through the launcher; with one beam it is the greedy decode."""
+    outs = {}
+    for beams in (1, 3):
+        out = str(tmp_path / f"beams{beams}.jsonl")
+        ok(run_cli("infer", "--task=gen_sort_words_eval", f"--output={out}", *SMALL, f"--gin.MODEL_DIR='{model_dir}'",
+                   "--gin.infer.max_examples=3", f"--gin.infer.num_beams={beams}", "--gin.infer.length_penalty=0.6"))
+        with open(out) as f:
+            outs[beams] = [json.loads(line) for line in f]
+    assert [r["index"] for r in outs[3]] == [0, 1, 2]
+    greedy = str(tmp_path / "greedy.jsonl")
+    ok(run_cli("infer", "--task=gen_sort_words_eval", f"--output={greedy}", *SMALL, f"--gin.MODEL_DIR='{model_dir}'",
+               "--gin.infer.max_examples=3"))
+    with open(greedy) as f:
+        assert [json.loads(line)["prediction"] for line in f] == [r["prediction"] for r in outs[1]]

@@ -154,3 +154,10 @@ def test_sampling_filters_hand_worked():
             for i in range(50)} <= {0, 1}
     with pytest.raises(ValueError, match="top_p"):
         DecodingConfig(4, top_p=0.0)
+
+
+def test_stop_strings_cut_at_the_earliest():
+    from flan_mix.infer.decoding import cut_at_stop
+    assert cut_at_stop("(B)\n\nQ: next", ["\n\nQ:", "\n\n"]) == "(B)"
+    assert cut_at_stop("A: yes. Q: more", ["Q:", "yes"]) == "A: "
+    assert cut_at_stop("nothing to cut", ["\n\n", ""]) == "nothing to cut"

@@ -35,12 +35,23 @@ def strip_after_eos(ids) -> list[list[int]]:
     return out
 
 
+def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
+    """The text up to the earliest stop string (exclusive), or all of it."""
+    cuts = [i for i in (text.find(s) for s in stop_strings if s) if i >= 0]
+    return text[:min(cuts)] if cuts else text
+
+
 def generate(model: Model, params, token_rows: Sequence[np.ndarray], vocabulary, *, mesh: Mesh,
              inputs_length: int, max_decode_len: int, batch_size: int, desc: str = "decode",
-             temperature: float = 0.0, seed: int = 0) -> list[str]:
-    """Decodes every row of input ids to text."""
-    decoding = DecodingConfig(max_decode_len=max_decode_len, temperature=temperature,
-                              valid_vocab_size=vocabulary.vocab_size)
+             temperature: float = 0.0, seed: int = 0, stop_strings: Sequence[str] = (), top_k: int = 0,
+             top_p: float = 1.0, num_beams: int = 1, length_penalty: float = 0.0) -> list[str]:
+    """Decodes every row of input ids to text, ending at EOS or at the first of stop_strings.
+
+    A stop string ends the text on the host, after decoding: the device loop stops at EOS only.
+    """
+    decoding = DecodingConfig(max_decode_len=max_decode_len, temperature=temperature, top_k=top_k, top_p=top_p,
+                              valid_vocab_size=vocabulary.vocab_size, num_beams=num_beams,
+                              length_penalty=length_penalty)
     predictions: list[str] = []
     rng = jax.random.PRNGKey(seed)
     for start in tqdm(range(0, len(token_rows), batch_size), desc=desc, unit="batch", leave=False):
@@ -51,5 +62,5 @@ def generate(model: Model, params, token_rows: Sequence[np.ndarray], vocabulary,
             ids = model.predict(params, {"encoder_input_tokens": tokens}, decoding,
                                 rng=jax.random.fold_in(rng, start))
         for row in strip_after_eos(np.asarray(jax.device_get(ids))[:len(chunk)]):
-            predictions.append(vocabulary.decode(row))
+            predictions.append(cut_at_stop(vocabulary.decode(row), stop_strings))
     return predictions

@@ -25,6 +25,7 @@ def _rows_done(path: str) -> int:
 @gin.configurable
 def infer(task: str, output: str | None = None, split: str = "validation", *,
           batch_size: int = 64, max_examples: int | None = None, temperature: float = 0.0,
+          top_k: int = 0, top_p: float = 1.0, num_beams: int = 1, length_penalty: float = 0.0,
           checkpoint_step: int | None = None) -> str:
     """Writes {index, task, inputs, target, prediction} rows; returns the output path."""
     from flan_mix.data import pipeline, registration
@@ -43,7 +44,8 @@ def infer(task: str, output: str | None = None, split: str = "validation", *,
     preds = decoding.generate(loaded.model, loaded.params, [ex["inputs"] for ex in todo], loaded.vocabulary,
                               mesh=loaded.mesh, inputs_length=lengths["inputs"],
                               max_decode_len=lengths["targets"], batch_size=batch_size, desc=task,
-                              temperature=temperature)
+                              temperature=temperature, top_k=top_k, top_p=top_p, num_beams=num_beams,
+                              length_penalty=length_penalty)
     with open(output, "a") as f:
         for i, (ex, pred) in enumerate(zip(todo, preds), start=done):
             f.write(json.dumps({"index": i, "task": task, "inputs": ex["inputs_pretokenized"],
