@@ -15,6 +15,7 @@ from flan_mix.data.data_errors import MalformedDataError
 from flan_mix.data.flan import catalog as catalog_lib
 from flan_mix.data.flan import flan_adapters, flan_tasks, flan_templates
 from flan_mix.data.flan.rendering import RenderSpec, render_stream
+from flan_mix.data.flan.sources.base import holdout_size, holdout_split
 
 COT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flan" / "cot"
 
@@ -189,10 +190,14 @@ def test_niv2_files_load_through_registered_task(tmp_path, vocabulary):
     dirs = flan_tasks.DataDirs(niv2_dir=str(tmp_path))
     task = flan_tasks._make_task(rec, "fs_opt", dirs, 0, vocabulary)
     exs = list(task.get_dataset(None, split="train", shuffle=False).as_numpy_iterator())
-    assert len(exs) == 6
+    train_pos, val_pos = holdout_split(6)  # one instance of six is held out for validation
+    assert len(exs) == 5
     first = exs[0]["inputs_pretokenized"].decode()
     assert "Reverse the given word." in first and "abc" in first and "cba" in first  # definition + exemplar
-    assert [e["targets_pretokenized"].decode() for e in exs] == ["god", "tac", "drib", "hsif", "woc", "neh"]
+    targets = ["god", "tac", "drib", "hsif", "woc", "neh"]
+    assert [e["targets_pretokenized"].decode() for e in exs] == [targets[i] for i in train_pos]
+    val = list(task.get_dataset(None, split="validation", shuffle=False).as_numpy_iterator())
+    assert [e["targets_pretokenized"].decode() for e in val] == [targets[i] for i in val_pos]
 
 
 def test_malformed_niv2_file_raises_its_own_error_through_seqio(tmp_path, vocabulary):
@@ -237,7 +242,7 @@ def test_python_token_stream_equals_seqio_task_output(tmp_path, vocabulary, temp
                   for a, b in task.token_stream(sequence_length=lengths, seed=5, num_epochs=1))
     ref = sorted((tuple(e["inputs"].tolist()), tuple(e["targets"].tolist()))
                  for e in task.get_dataset(lengths, split="train", shuffle=True, seed=5).as_numpy_iterator())
-    assert len(ours) == 6 and ours == ref
+    assert len(ours) == 6 - holdout_size(6) and ours == ref
     assert all(a[-1] == 1 and b[-1] == 1 and len(a) <= 24 and len(b) <= 4 for a, b in ours)
 
 
@@ -268,7 +273,7 @@ def test_host_shards_disjoint_and_covering(vocabulary):
         seen.append([e["targets_pretokenized"] + e["inputs_pretokenized"] for e in ds.as_numpy_iterator()])
     sets = [set(s) for s in seen]
     total = sum(len(s) for s in seen)
-    assert total == 1084
+    assert total == 1084 - holdout_size(1084)  # train: the file less its held-out validation slice
     # Render seeds come from content, so an example renders the same on any host: compare rendered text.
     one = task.get_dataset(None, split="train", shuffle=True, seed=5, try_in_mem_cache=False)
     whole = [e["targets_pretokenized"] + e["inputs_pretokenized"] for e in one.as_numpy_iterator()]

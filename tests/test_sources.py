@@ -44,6 +44,26 @@ def _rows(ds):
     return out
 
 
+def _whole_file(src):
+    """Every example of a file source in file order: train and validation (its held-out slice) put back
+    together at their positions (base.holdout_split), as numpy dicts."""
+    train = list(src.get_dataset("train", shuffle=False).as_numpy_iterator())
+    val = list(src.get_dataset("validation", shuffle=False).as_numpy_iterator())
+    train_pos, val_pos = base.holdout_split(len(train) + len(val))
+    assert len(train_pos) == len(train) and len(val_pos) == len(val)
+    out = [None] * (len(train) + len(val))
+    for positions, examples in ((train_pos, train), (val_pos, val)):
+        for p, ex in zip(positions, examples):
+            out[p] = ex
+    return out
+
+
+def _whole_rows(src):
+    """_rows of _whole_file(src)."""
+    return _rows(tf.data.Dataset.from_generator(lambda: iter(_whole_file(src)),
+                                                output_signature=src.get_dataset("train").element_spec))
+
+
 def _check_shards(source, num_shards, **kwargs):
     full = _rows(source.get_dataset(shuffle=False))
     shards = [_rows(source.get_dataset(shard_info=seqio.ShardInfo(i, num_shards), **kwargs)) for i in range(num_shards)]
@@ -77,10 +97,15 @@ def test_real_cot_tsvs_load(cat):
             for f in cot.COT_FIELDS:
                 columns[f].extend(batch[f])
         examples = [dict(zip(columns, values)) for values in zip(*columns.values())]
-        assert len(examples) == rec.example_count == src.num_input_examples("train")
-        lines = (COT_DIR / rec.loader.name).read_text(encoding="utf-8").splitlines()
-        # First and last line come through unchanged, in file order.
-        for ex, line in ((examples[0], lines[0]), (examples[-1], lines[-1])):
+        # Train is the file less its held-out validation slice.
+        n_val = base.holdout_size(rec.example_count)
+        assert len(examples) == rec.example_count - n_val == src.num_input_examples("train")
+        assert src.num_input_examples("validation") == n_val
+        lines = (COT_DIR / rec.loader.name).read_bytes().decode("utf-8").split("\n")  # as the reader splits
+        lines = lines[:-1] if lines[-1] == "" else lines
+        train_pos, _ = base.holdout_split(len(lines))
+        # First and last train line come through unchanged, in file order.
+        for ex, line in ((examples[0], lines[train_pos[0]]), (examples[-1], lines[train_pos[-1]])):
             assert [ex[f].decode() for f in cot.COT_FIELDS] == line.split("\t")
         assert all(ex["question"] and ex["answer"] and ex["rationale"] for ex in examples)
         loaded += 1
@@ -103,7 +128,8 @@ def test_cot_determinism_and_order(tmp_path):
     _write_tsv(tmp_path / "toy_train.tsv", [f"q{i}\ta{i}\tr{i}" for i in range(50)])
     src = cot_tsv_source("toy", tmp_path, "toy_train.tsv")
     in_order = [r[1][1] for r in _rows(src.get_dataset(shuffle=False))]
-    assert in_order == [f"q{i}" for i in range(50)]
+    assert in_order == [f"q{i}" for i in base.holdout_split(50)[0]]  # train: the file less 2 held out
+    assert [r[1][1] for r in _whole_rows(src)] == [f"q{i}" for i in range(50)]
     a = _rows(src.get_dataset(shuffle=True, seed=1))
     assert a == _rows(src.get_dataset(shuffle=True, seed=1))
     assert a != _rows(src.get_dataset(shuffle=True, seed=2))
@@ -139,7 +165,7 @@ def test_cot_skip_malformed_is_explicit_and_logged(tmp_path, caplog):
     _write_tsv(tmp_path / "s_train.tsv", ["q1\ta1\tr1", "broken", "q3\ta3\tr3", "also broken"])
     src = cot_tsv_source("skippy", tmp_path, "s_train.tsv", skip_malformed=True)
     with caplog.at_level(logging.WARNING, logger="flan_mix.data.data_errors"):
-        got = [r[1][1] for r in _rows(src.get_dataset(shuffle=False))]
+        got = [r[1][1] for r in _whole_rows(src)]
     assert got == ["q1", "q3"]
     assert "skipped 2 malformed record(s)" in caplog.text and "skippy" in caplog.text
 
@@ -195,8 +221,8 @@ def _write_niv2(root, name, task, **dump_kwargs):
 def test_niv2_task_file_loads(tmp_path):
     _write_niv2(tmp_path, "task901_toy_qa", _niv2_task())
     src = niv2_source("task901_toy_qa", tmp_path)  # the clone root
-    examples = list(src.get_dataset(shuffle=False).as_numpy_iterator())
-    assert len(examples) == 12 == src.num_input_examples("train")
+    examples = _whole_file(src)
+    assert len(examples) == 12 == src.num_input_examples("train") + src.num_input_examples("validation")
     first = examples[0]
     assert first["id"] == b"task901-0000"
     assert first["definition"].decode() == "Answer the question about the passage. Give a short answer."
@@ -206,7 +232,7 @@ def test_niv2_task_file_loads(tmp_path):
     assert [x.decode() for x in first["pos_outputs"]] == ["Rain", "Ève"]
     assert first["pos_explanations"][1] == "Accents survive.".encode()
     # Also accepts the tasks/ directory itself, and the whole-file reader agrees.
-    again = list(niv2_source("task901_toy_qa", tmp_path / "tasks").get_dataset(shuffle=False).as_numpy_iterator())
+    again = _whole_file(niv2_source("task901_toy_qa", tmp_path / "tasks"))
     assert [e["input"] for e in again] == [e["input"] for e in examples]
     task = niv2_files.read_niv2_task(tmp_path / "tasks" / "task901_toy_qa.json")
     assert [i.outputs for i in task.instances] == [(f"item {i}", f"#{i}") for i in range(12)]
@@ -218,7 +244,7 @@ def test_niv2_compact_json_and_string_definition(tmp_path):
     path = tmp_path / "tasks" / "task902_compact.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(task, separators=(",", ":")), encoding="utf-8")  # ASCII-escaped, no whitespace
-    ex = list(niv2_source("task902_compact", tmp_path).get_dataset(shuffle=False).as_numpy_iterator())
+    ex = _whole_file(niv2_source("task902_compact", tmp_path))
     assert len(ex) == 5 and ex[4]["input"].decode() == "Passage: item 4 — naïve. Question: which?"
     assert ex[0]["definition"] == b"One string definition."
 
@@ -227,11 +253,14 @@ def test_niv2_shards_determinism_and_max_instances(tmp_path):
     _write_niv2(tmp_path, "task903_shards", _niv2_task(23))
     src = niv2_source("task903_shards", tmp_path)
     full, _ = _check_shards(src, 4, shuffle=True, seed=11)
-    assert len(full) == 23
+    assert len(full) == 23 - base.holdout_size(23)
     assert _rows(src.get_dataset(seed=5)) == _rows(src.get_dataset(seed=5))
     assert _rows(src.get_dataset(seed=5)) != _rows(src.get_dataset(seed=6))
     capped = niv2_source("task903_shards", tmp_path, max_instances=10)
     assert len(_rows(capped.get_dataset(shuffle=False))) == 10 == capped.num_input_examples("train")
+    # max_instances caps train only: the first 10 train instances in file order; validation is unchanged.
+    assert _rows(capped.get_dataset(shuffle=False)) == _rows(src.get_dataset(shuffle=False))[:10]
+    assert _rows(capped.get_dataset("validation")) == _rows(src.get_dataset("validation"))
 
 
 @pytest.mark.parametrize(
@@ -289,7 +318,7 @@ def test_niv2_skip_malformed_logs_count(tmp_path, caplog):
     _write_niv2(tmp_path, "task907_skip", task)
     src = niv2_source("task907_skip", tmp_path, skip_malformed=True)
     with caplog.at_level(logging.WARNING, logger="flan_mix.data.data_errors"):
-        ids = [e["id"].decode() for e in src.get_dataset(shuffle=False).as_numpy_iterator()]
+        ids = [e["id"].decode() for e in _whole_file(src)]
     assert ids == ["task901-0000", "task901-0002", "task901-0003", "task901-0005"]
     assert "skipped 2 malformed record(s)" in caplog.text
 
@@ -317,7 +346,7 @@ def test_niv2_source_for_catalog_record(cat, tmp_path):
     rec = cat.get("task067_abductivenli_answer_generation")
     _write_niv2(tmp_path, rec.name, _niv2_task(3))
     src = source_for_task(rec, niv2_dir=tmp_path)
-    assert len(list(src.get_dataset())) == 3
+    assert len(list(src.get_dataset())) + len(list(src.get_dataset("validation"))) == 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -497,7 +526,7 @@ def test_sources_work_inside_a_seqio_task(tmp_path):
         ]
     finally:
         seqio.TaskRegistry.remove("flan_mix_test_sources_cot_task")
-    assert sorted(shards[0] + shards[1]) == sorted(f"q{i}".encode() for i in range(9))
+    assert sorted(shards[0] + shards[1]) == sorted(f"q{i}".encode() for i in base.holdout_split(9)[0])
     assert not set(shards[0]) & set(shards[1])
 
 

@@ -14,6 +14,11 @@ shuffles by seed and shards per host (seqio.ShardInfo) before anything is render
 (flan_mix.data.flan.rendering) is a bounded Python generator, and the task (flan_mix.data.flan.streaming) streams
 it in Python for training.
 
+Splits: every task has "train" and "validation" (held-in evaluation, e.g.
+``pipeline.get_eval_examples("flan2022_cot_gsm8k_zs_opt", split="validation")``). Where validation comes from is
+``sources.by_kind.validation_source(record)``: the dataset's own validation split for TFDS and HF (P3) tasks, a
+held-out slice of the file for CoT and NIv2 (max(1, min(200, 5%)) examples at fixed positions, left out of train).
+
 Input inversion: a task whose catalog row lists inverted variants (flan2021, cot, dialog) renders each example
 input-inverted (the answer or output given, the input asked for) with probability INVERSION_WEIGHTS[submixture]
 (gin: register_flan2022.inversion_weights). The mixture rates stay those of the tasks; the share of inverted

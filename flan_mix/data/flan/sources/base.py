@@ -11,6 +11,12 @@ shards per host with ``seqio.ShardInfo``: the examples are put in one global ord
 host ``i`` of ``n`` takes positions ``i, i+n, i+2n, ...``. The shards are disjoint and together they cover the
 split.
 
+Splits: every source has ``train`` and ``validation`` (held-in evaluation). Where the data has its own validation
+split it is used (TFDS: the dataset's ``validation`` split, or the complement of the loader's slice when the task
+trains on part of validation; HF: ``validation``). Where it has none (CoT TSVs, NIv2 task files) validation is a
+held-out slice of the file (:func:`holdout_split`) that the train split leaves out, so nothing evaluated was
+trained on. Both splits are deterministic and shard per host as above.
+
 Missing data raises ``MissingDataError`` (task name, what is missing, how to get it). Malformed files raise
 ``MalformedDataError`` (file, line or field, problem); raised inside tf.data, they reach the caller as
 themselves (flan_mix.data.tf_errors). Nothing is dropped silently: ``skip_malformed=True`` skips bad
@@ -31,6 +37,12 @@ from flan_mix.data import tf_errors
 from flan_mix.data.data_errors import MissingDataError
 
 TRAIN = "train"
+VALIDATION = "validation"
+#: Held-out validation of the sources without one (CoT, NIv2): the last holdout_size(n) positions of one fixed
+#: permutation of the file's n examples (seed HOLDOUT_SEED, the same whatever the registration seed).
+HOLDOUT_SEED = 2022
+HOLDOUT_FRACTION = 0.05
+HOLDOUT_MAX = 200
 _CHUNK = 256  # examples per Python-generator step (see IndexedDataSource._dataset_for_order)
 _PY_CHUNK = 32  # examples read at a time by iter_examples (one file open per chunk for NIv2)
 _ROW_CHUNK = 256  # examples per tf.data -> Python crossing in dataset_rows
@@ -82,6 +94,23 @@ def example_order(
     return order
 
 
+def holdout_size(num_examples: int) -> int:
+    """Examples held out for validation from a file of num_examples: max(1, min(HOLDOUT_MAX, floor(5% of n))),
+    and none for a file of fewer than 2 examples (its one example stays in train)."""
+    if num_examples < 2:
+        return 0
+    return max(1, min(HOLDOUT_MAX, int(num_examples * HOLDOUT_FRACTION)))
+
+
+def holdout_split(num_examples: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train positions, validation positions), each sorted: validation is the last holdout_size(n) positions of
+    a fixed permutation (HOLDOUT_SEED), train is the rest. Disjoint, together exactly 0..n-1, independent of any
+    run seed and of the number of hosts."""
+    perm = np.random.default_rng(HOLDOUT_SEED).permutation(num_examples)
+    cut = num_examples - holdout_size(num_examples)
+    return np.sort(perm[:cut]), np.sort(perm[cut:])
+
+
 def check_split(task: str, split: str, splits: Sequence[str]) -> None:
     if split not in splits:
         raise ValueError(f"Task {task!r}: unknown split {split!r}; this source has {', '.join(splits)}")
@@ -104,10 +133,18 @@ def require_local_file(task_name: str, directory: Optional[Path], dir_label: str
 
 
 class IndexedDataSource(seqio.DataSource, abc.ABC):
-    """A source whose examples can be addressed by position 0..n-1 (CoT TSV, NIv2 file, HF dataset)."""
+    """A source whose examples can be addressed by position 0..n-1 (CoT TSV, NIv2 file, HF dataset).
+
+    Splits: by default (held_out_validation=True, the file sources) train and validation are the two parts of
+    holdout_split over the n positions. A source with real per-split data (HF) overrides _split_positions and
+    _examples_of.
+    """
+
+    #: Whether validation is a held-out slice of the examples (and train the rest).
+    held_out_validation: bool = True
 
     def __init__(self, task_name: str, output_signature: Mapping[str, tf.TensorSpec]):
-        super().__init__(splits=(TRAIN,), num_input_examples=None, caching_permitted=True)
+        super().__init__(splits=(TRAIN, VALIDATION), num_input_examples=None, caching_permitted=True)
         self.task_name = task_name
         self.output_signature = dict(output_signature)
 
@@ -120,7 +157,26 @@ class IndexedDataSource(seqio.DataSource, abc.ABC):
 
     def num_input_examples(self, split: str) -> int:
         check_split(self.task_name, split, self.splits)
-        return self._prepare()
+        return len(self._split_positions(split))
+
+    def _split_positions(self, split: str) -> np.ndarray:
+        """The positions of the split's examples, in a fixed order (reads/validates what _prepare needs)."""
+        n = self._prepare()
+        if not self.held_out_validation:
+            return np.arange(n)
+        train, validation = holdout_split(n)
+        return train if split == TRAIN else validation
+
+    def _order(self, split: str, shuffle: bool, seed: Optional[int],
+               shard_info: Optional[seqio.ShardInfo]) -> np.ndarray:
+        """Positions this host reads for the split, in order (example_order over the split's positions)."""
+        positions = self._split_positions(split)
+        return positions[example_order(len(positions), shuffle, seed, shard_info)]
+
+    def _examples_of(self, split: str, positions: np.ndarray) -> list[dict[str, Any]]:
+        """The examples of a split at positions (those _split_positions gives)."""
+        del split  # one set of positions for all splits
+        return self._examples(positions)
 
     @abc.abstractmethod
     def check_available(self) -> None:
@@ -156,9 +212,9 @@ class IndexedDataSource(seqio.DataSource, abc.ABC):
         self.check_available()
         seed = as_int_seed(seed)
         if not self.lazy:
-            n = self._prepare()
-            return self._dataset_for_order(lambda: example_order(n, shuffle, seed, shard_info))
-        return self._dataset_for_order(lambda: example_order(self._prepare(), shuffle, seed, shard_info))
+            order = self._order(split, shuffle, seed, shard_info)
+            return self._dataset_for_order(lambda: order, split)
+        return self._dataset_for_order(lambda: self._order(split, shuffle, seed, shard_info), split)
 
     def iter_examples(
         self,
@@ -172,17 +228,17 @@ class IndexedDataSource(seqio.DataSource, abc.ABC):
         reads); num_epochs=None repeats forever, each epoch in a new order when shuffling."""
         check_split(self.task_name, split, self.splits)
         self.check_available()
-        n, base, epoch = self._prepare(), as_int_seed(seed), 0
+        base, epoch = as_int_seed(seed), 0
         while num_epochs is None or epoch < num_epochs:
-            order = example_order(n, shuffle, base + 1_000_003 * epoch, shard_info)
+            order = self._order(split, shuffle, base + 1_000_003 * epoch, shard_info)
             if not len(order):
                 return  # this host's shard is empty: nothing to repeat
             for start in range(0, len(order), _PY_CHUNK):
-                yield from self._examples(order[start:start + _PY_CHUNK])
+                yield from self._examples_of(split, order[start:start + _PY_CHUNK])
             epoch += 1
 
-    def _dataset_for_order(self, order_fn: Callable[[], np.ndarray]) -> tf.data.Dataset:
-        """Examples at the positions order_fn() returns (called when iteration starts).
+    def _dataset_for_order(self, order_fn: Callable[[], np.ndarray], split: str = TRAIN) -> tf.data.Dataset:
+        """Examples of the split at the positions order_fn() returns (called when iteration starts).
 
         A Python generator costs ~0.3 ms per element in tf.data, so examples are produced in
         chunks of _CHUNK (vector fields as values + row lengths) and unbatched in the graph.
@@ -201,7 +257,7 @@ class IndexedDataSource(seqio.DataSource, abc.ABC):
         def generate():
             order = order_fn()
             for start in range(0, len(order), _CHUNK):
-                examples = self._examples(order[start : start + _CHUNK])
+                examples = self._examples_of(split, order[start : start + _CHUNK])
                 chunk = {k: strings([e[k] for e in examples]) for k in scalars}
                 for k in vectors:
                     chunk[f"{k}/values"] = strings([v for e in examples for v in e[k]])

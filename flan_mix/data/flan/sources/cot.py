@@ -67,7 +67,10 @@ def _parse_cot_line(path: Path, lineno: int, line: bytes) -> CotExample:
 
 
 class CotTsvDataSource(IndexedDataSource):
-    """Examples {question, answer, rationale} from one CoT TSV file."""
+    """Examples {question, answer, rationale} from one CoT TSV file.
+
+    Splits: the file is the CoT training data; validation is the held-out slice of base.holdout_split and train
+    the rest of the file."""
 
     def __init__(self, task_name: str, cot_dir: Optional[os.PathLike | str], file_name: str, *, skip_malformed: bool = False):
         super().__init__(task_name, {f: tf.TensorSpec([], tf.string) for f in COT_FIELDS})
@@ -100,8 +103,9 @@ class CotTsvDataSource(IndexedDataSource):
         row = self._rows[position]
         return {"question": row.question, "answer": row.answer, "rationale": row.rationale}
 
-    def _dataset_for_order(self, order_fn: Callable[[], np.ndarray]) -> tf.data.Dataset:
-        # The file is small (tens of MB at most) and already parsed: slice tensors directly.
+    def _dataset_for_order(self, order_fn: Callable[[], np.ndarray], split: str = "train") -> tf.data.Dataset:
+        # The file is small (tens of MB at most) and already parsed: slice tensors directly. Positions index the
+        # whole file for either split (validation: base.holdout_split).
         rows, order = self._rows, order_fn()
         columns = {f: tf.constant([getattr(rows[i], f) for i in order], dtype=tf.string) for f in COT_FIELDS}
         return tf.data.Dataset.from_tensor_slices(columns)

@@ -3,6 +3,9 @@ by flan_mix.data.flan.sources.niv2_files.
 
 Fields: id, definition, input, output (the first of the instance's outputs), all_outputs, and the task's
 positive examples as pos_inputs / pos_outputs / pos_explanations (string vectors).
+
+Splits: a task file has no validation split, so validation is the held-out slice of base.holdout_split over all
+the file's instances and train the rest; max_instances caps train only (its first instances in file order).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from flan_mix.data.data_errors import MalformedDataError
-from flan_mix.data.flan.sources.base import IndexedDataSource, require_local_file
+from flan_mix.data.flan.sources.base import TRAIN, VALIDATION, IndexedDataSource, require_local_file
 from flan_mix.data.flan.sources.niv2_files import NIv2Index, find_niv2_tasks_dir, index_niv2_file, parse_instance
 
 NIV2_REPO_URL = "https://github.com/allenai/natural-instructions"
@@ -66,16 +69,21 @@ class NIv2DataSource(IndexedDataSource):
                             lambda: (self.path, f"task file {self.path} does not exist"), self._how_to_get())
 
     def validate(self) -> int:
-        """Reads and validates the task file now; returns the number of instances used."""
+        """Reads and validates the task file now; returns the number of instances used (train + validation)."""
         self.check_available()
-        return self._prepare()
+        return len(self._split_positions(TRAIN)) + len(self._split_positions(VALIDATION))
 
     def _prepare(self) -> int:
         if self._index is None:
             self.check_available()
             self._index = index_niv2_file(self.path, self.task_name, self.skip_malformed)
-        n = len(self._index.starts)
-        return n if self.max_instances is None else min(n, self.max_instances)
+        return len(self._index.starts)
+
+    def _split_positions(self, split: str) -> np.ndarray:
+        positions = super()._split_positions(split)
+        if split == TRAIN and self.max_instances is not None:
+            positions = positions[:self.max_instances]
+        return positions
 
     def _example(self, position: int) -> dict[str, Any]:
         return self._examples(np.array([position]))[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
@@ -10,11 +11,29 @@ import seqio
 import tensorflow as tf
 
 from flan_mix.data.data_errors import MissingDataError
-from flan_mix.data.flan.sources.base import TRAIN, as_int_seed, check_split, dataset_rows, lookup_field
+from flan_mix.data.flan.sources.base import (TRAIN, VALIDATION, as_int_seed, check_split, dataset_rows,
+                                              lookup_field)
 
 #: Joins the items of one row when a rank-2 feature (e.g. DART's [subject, relation, object] triples) is turned
 #: into a vector of strings. A visible separator keeps the row's structure recoverable by splitting on it.
 ROW_JOINER = " | "
+
+
+def tfds_validation_split(train_split: str) -> Optional[str]:
+    """The TFDS split a task validates on, given the split (or slice) it trains on.
+
+    A task that trains on (part of) another split validates on the dataset's ``validation`` split. A task that
+    trains on a slice of ``validation`` itself (story_cloze: ``validation[:-200]``) validates on the complement
+    (``validation[-200:]``); None when the complement cannot be read off the slice.
+    """
+    base = train_split.split("[", 1)[0].strip()
+    if base != VALIDATION:
+        return VALIDATION
+    m = re.fullmatch(r"validation\[:(-?\d+%?)\]", train_split.replace(" ", ""))
+    if not m:
+        return None
+    cut = m.group(1)
+    return f"validation[{cut}:]"
 
 
 def _stringify(task: str, out: str, value: Any) -> tf.Tensor:
@@ -55,6 +74,10 @@ class TfdsFieldsDataSource(seqio.TfdsDataSource):
     sharding="examples" (default) reads the split in one global order on every host and keeps
     every num_shards-th example: exact, disjoint shards for any number of hosts and files.
     sharding="files" lets TFDS/seqio shard by files (less I/O; needs at least as many files as hosts).
+
+    Splits: train reads ``split`` (the catalog's split or slice), validation reads ``validation_split`` (by
+    default tfds_validation_split(split): the dataset's own validation split, or the complement of a validation
+    slice trained on). A dataset without a validation split raises a ValueError naming its splits.
     """
 
     def __init__(
@@ -66,20 +89,23 @@ class TfdsFieldsDataSource(seqio.TfdsDataSource):
         data_dir: Optional[os.PathLike | str] = None,
         *,
         sharding: str = "examples",
+        validation_split: Optional[str] = "default",
     ):
         if sharding not in ("examples", "files"):
             raise ValueError(f"Task {task_name!r}: sharding must be 'examples' or 'files', got {sharding!r}")
         fmap = tuple(field_map.items()) if isinstance(field_map, Mapping) else tuple(field_map)
         if not fmap:
             raise ValueError(f"Task {task_name!r}: empty field map for TFDS dataset {tfds_name!r}")
+        tfds_splits = _splits(split, validation_split)
         super().__init__(
             tfds_name=tfds_name,
             tfds_data_dir=None if data_dir is None else os.fspath(data_dir),
-            splits={TRAIN: split},
+            splits=tfds_splits,
             read_only=True,
         )
         self.task_name = task_name
         self.tfds_name = tfds_name
+        self.tfds_splits = tfds_splits  # our split -> TFDS split or slice
         self.field_map = fmap
         self.data_dir = None if data_dir is None else Path(data_dir)
         self.sharding = sharding
@@ -144,6 +170,11 @@ class TfdsFieldsDataSource(seqio.TfdsDataSource):
             if "could not find data" in str(e) or "download_and_prepare" in str(e):
                 raise self._missing(str(e).split(" Please")[0].rstrip(".")) from e
             raise
+        except ValueError as e:  # TFDS: "Unknown split 'validation'. Should be one of [...]"
+            if "Unknown split" in str(e):
+                raise ValueError(f"Task {self.task_name!r}: TFDS dataset {self.tfds_name!r} has no split "
+                                 f"{self.tfds_splits[split]!r} (for the {split} split): {e}") from e
+            raise
         except Exception as e:  # unknown dataset/version with nothing on disk
             if type(e).__name__ in ("DatasetNotFoundError", "DatasetVariantBlockedError") or isinstance(e, FileNotFoundError):
                 raise self._missing(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from e
@@ -162,6 +193,12 @@ class TfdsFieldsDataSource(seqio.TfdsDataSource):
         return ds.map(to_strings, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
 
+def _splits(split: str, validation_split: Optional[str]) -> dict[str, str]:
+    if validation_split == "default":
+        validation_split = tfds_validation_split(split)
+    return {TRAIN: split, **({VALIDATION: validation_split} if validation_split else {})}
+
+
 def tfds_source(
     task_name: str,
     tfds_name: str,
@@ -170,5 +207,9 @@ def tfds_source(
     data_dir: Optional[os.PathLike | str] = None,
     *,
     sharding: str = "examples",
+    validation_split: Optional[str] = "default",
 ) -> TfdsFieldsDataSource:
-    return TfdsFieldsDataSource(task_name, tfds_name, split, field_map, data_dir, sharding=sharding)
+    """validation_split: the TFDS split validation reads ("default": tfds_validation_split(split); None: no
+    validation split)."""
+    return TfdsFieldsDataSource(task_name, tfds_name, split, field_map, data_dir, sharding=sharding,
+                                validation_split=validation_split)
