@@ -17,7 +17,11 @@ Matching is exact after stripping whitespace, nothing more: BBH targets are "(B)
 """
 from __future__ import annotations
 
+import json
 import re
+from typing import Iterator
+
+from flan_mix.data.data_errors import MalformedDataError
 
 MODES = ("cot", "direct")
 
@@ -64,3 +68,25 @@ def extract_answer(generation: str, mode: str) -> str:
 def answer_matches(prediction: str, target: str) -> bool:
     """Exact match after stripping surrounding whitespace (see the module docstring for why only that)."""
     return prediction.strip() == target.strip()
+
+
+PREDICTION_FIELDS = ("task", "prediction", "target")
+
+
+def read_prediction_lines(path: str) -> Iterator[tuple[int, dict]]:
+    """(line number, record) of a predictions JSONL whose lines hold string task, prediction and
+    target; blank lines are skipped, anything else fails naming the file and line."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise MalformedDataError(path, f"{lineno}:{e.colno}", f"invalid JSON: {e.msg}") from None
+            if not isinstance(rec, dict):
+                raise MalformedDataError(path, str(lineno), "expected a JSON object")
+            missing = [k for k in PREDICTION_FIELDS if not isinstance(rec.get(k), str)]
+            if missing:
+                raise MalformedDataError(path, str(lineno), f"missing or non-string field(s) {missing}")
+            yield lineno, rec

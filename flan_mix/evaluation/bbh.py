@@ -23,7 +23,8 @@ import re
 from typing import Any, Iterable, Sequence
 
 from flan_mix.data.data_errors import MalformedDataError, MissingDataError
-from flan_mix.evaluation.answers import MODES, answer_matches, extract_answer, extract_cot_answer
+from flan_mix.evaluation.answers import (MODES, PREDICTION_FIELDS, answer_matches, extract_answer, extract_cot_answer,
+                                        read_prediction_lines)
 
 BBH_URL = "https://github.com/suzgunmirac/BIG-Bench-Hard"
 BBH_TASKS = (
@@ -227,22 +228,10 @@ def score_predictions(records: Iterable[dict[str, Any]], mode: str | None = None
 def read_predictions_jsonl(path: str) -> list[dict[str, str]]:
     """Records from a JSONL file of {"task", "prediction", "target"} lines; errors name file and line."""
     records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MalformedDataError(path, f"{lineno}:{e.colno}", f"invalid JSON: {e.msg}") from None
-            if not isinstance(rec, dict):
-                raise MalformedDataError(path, str(lineno), "expected a JSON object")
-            missing = [k for k in ("task", "prediction", "target") if not isinstance(rec.get(k), str)]
-            if missing:
-                raise MalformedDataError(path, str(lineno), f"missing or non-string field(s) {missing}")
-            if rec["task"] not in BBH_TASKS:
-                raise MalformedDataError(path, str(lineno), f"unknown BBH task {rec['task']!r}")
-            records.append({k: rec[k] for k in ("task", "prediction", "target")})
+    for lineno, rec in read_prediction_lines(path):
+        if rec["task"] not in BBH_TASKS:
+            raise MalformedDataError(path, str(lineno), f"unknown BBH task {rec['task']!r}")
+        records.append({k: rec[k] for k in PREDICTION_FIELDS})
     return records
 
 

@@ -222,24 +222,14 @@ def write_prompts(benchmark: str, task: str, output: str, *, mode: str = "direct
 def _read_mmlu_predictions(path: str) -> list[dict]:
     """{task (mmlu_<subject> or <subject>), prediction (a generation: its letter is extracted), target}."""
     records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MalformedDataError(path, f"{lineno}:{e.colno}", f"invalid JSON: {e.msg}") from None
-            missing = [k for k in ("task", "prediction", "target") if not isinstance(rec.get(k), str)]
-            if missing:
-                raise MalformedDataError(path, str(lineno), f"missing or non-string field(s) {missing}")
-            subject = rec["task"].removeprefix("mmlu_")
-            if subject not in mmlu.CATEGORIES:
-                raise MalformedDataError(path, str(lineno), f"unknown MMLU subject {rec['task']!r}")
-            if rec["target"] not in mmlu.LETTERS:
-                raise MalformedDataError(path, str(lineno), f"target {rec['target']!r} is not a letter A-D")
-            records.append({"subject": subject, "target": rec["target"],
-                            "prediction": mmlu.extract_choice(rec["prediction"])})
+    for lineno, rec in answers.read_prediction_lines(path):
+        subject = rec["task"].removeprefix("mmlu_")
+        if subject not in mmlu.CATEGORIES:
+            raise MalformedDataError(path, str(lineno), f"unknown MMLU subject {rec['task']!r}")
+        if rec["target"] not in mmlu.LETTERS:
+            raise MalformedDataError(path, str(lineno), f"target {rec['target']!r} is not a letter A-D")
+        records.append({"subject": subject, "target": rec["target"],
+                        "prediction": mmlu.extract_choice(rec["prediction"])})
     return records
 
 
