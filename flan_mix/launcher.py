@@ -209,6 +209,10 @@ def main(argv: list[str]) -> int:
         raise UsageError("infer needs --task=NAME (list tasks with: python run.py inspect).")
     if command.startswith("eval"):
         _check_choices(opts)
+    if command == "eval prompts":
+        _require(opts, command, "benchmark", "task", "output")
+    if command == "eval score":
+        _require(opts, command, "benchmark", "predictions")
     parse_gin(gin_files, bindings)
     if command == "train":
         train_command()
@@ -216,13 +220,11 @@ def main(argv: list[str]) -> int:
         eval_command(opts)
     elif command == "eval prompts":
         from flan_mix.evaluation import benchmarks
-        _require(opts, command, "benchmark", "task", "output")
         n = benchmarks.write_prompts(opts["benchmark"], opts["task"], opts["output"], mode=opts["mode"],
                                      split=opts["split"], bbh_dir=opts["bbh_dir"], mmlu_dir=opts["mmlu_dir"])
         print(f"wrote {n} prompts to {opts['output']}")
     elif command == "eval score":
         from flan_mix.evaluation import benchmarks
-        _require(opts, command, "benchmark", "predictions")
         benchmarks.score_file(opts["benchmark"], opts["predictions"], mode=opts["mode"], out_dir=opts["output_dir"])
     elif command == "infer":
         from flan_mix.infer import infer_task
