@@ -57,6 +57,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
+from benchmarks.attention import package_versions  # noqa: E402
 from flan_mix.infer.decoding import pad_rows, strip_after_eos  # noqa: E402
 from flan_mix.infer.scoring import rank_options  # noqa: E402
 from flan_mix.models import convert  # noqa: E402
@@ -241,17 +242,6 @@ def bench_rank(model, params, rng, args) -> dict:
 # ----------------------------------------------------------------------------- reporting
 
 
-def package_versions(names=("jax", "jaxlib", "flax", "numpy", "torch", "transformers")):
-    from importlib import metadata
-    versions = {"python": platform.python_version()}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
 def environment(threads: int) -> dict:
     import torch
     dev = jax.devices()[0]
@@ -264,7 +254,7 @@ def environment(threads: int) -> dict:
     return dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         device=dict(platform=dev.platform, kind=dev.device_kind, count=jax.device_count()),
-        versions=package_versions(), host=platform.node(), git_commit=commit,
+        versions=package_versions(("jax", "jaxlib", "flax", "numpy", "torch", "transformers")), host=platform.node(), git_commit=commit,
         command=" ".join([sys.executable] + sys.argv), argv=sys.argv,
         cpu=dict(logical_cpus=os.cpu_count(), usable_cores=len(os.sched_getaffinity(0)),
                  torch_threads=torch.get_num_threads(), requested_threads=threads,
