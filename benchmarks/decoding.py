@@ -20,13 +20,13 @@ flan_mix.models.convert.params_from_hf_state_dict, so both sides hold the same n
             both sides), compile time excluded by a warm-up call. Ours and HF alternate within each
             repeat, so load from other jobs on a shared machine hits both alike.
 2. rank     4-option multiple choice (prompt --mc-len tokens, options 1-3 random tokens + EOS):
-            flan_mix.infer.scoring.rank_options (score every (prompt, option) pair, pick the
-            highest sum log-prob) against greedy generation of up to 4 tokens on the same prompts
+            flan_mix.infer.scoring.rank_options (each prompt encoded once, its 4 options decoded
+            against the shared encoder output, pick the highest sum log-prob) against greedy generation of up to 4 tokens on the same prompts
             (pad_rows -> Model.predict -> strip_after_eos, as flan_mix.infer.decoding.generate
             does minus detokenisation). Both at the API level, host work included; examples/s =
             examples / median wall seconds of a full pass. EOS is unreachable here too, so
-            generation always runs all 4 steps (its worst case). score_pairs encodes the prompt
-            once per option, so rank classification does 4x the encoder work of generation.
+            generation always runs all 4 steps (its worst case). Both run the encoder once per
+            prompt; rank then runs one teacher-forced decoder pass over 4 short rows.
 
 Threads: torch.set_num_threads(--threads, default: the cores this process may use); XLA's CPU
 backend keeps its defaults (it uses every core it sees). The cpu columns are process CPU seconds
@@ -202,7 +202,7 @@ def bench_rank(model, params, rng, args) -> dict:
 
     def rank():
         return rank_options(model, params, prompts, options, mesh=mesh, inputs_length=args.mc_len,
-                            targets_length=targets_length, batch_size=NUM_OPTIONS * per_call, desc="rank")
+                            targets_length=targets_length, batch_size=per_call, desc="rank")
 
     def generate():
         out = []
@@ -283,7 +283,7 @@ def print_rank_table(r):
     print(header)
     print("-" * len(header))
     print(f"{r['examples']:>8}{r['examples_per_call']:>9}{r['prompt_len']:>7}  "
-          f"{'rank_options (4 options = 4 pairs/ex)':<38}{r['rank_s']:>8.3f}{r['rank_cpu_s']:>7.2f}"
+          f"{'rank_options (4 options, 1 encoder pass)':<38}{r['rank_s']:>8.3f}{r['rank_cpu_s']:>7.2f}"
           f"{r['rank_examples_per_s']:>11.2f}")
     print(f"{r['examples']:>8}{r['examples_per_call']:>9}{r['prompt_len']:>7}  "
           f"{'greedy generate (4 tokens)':<38}{r['generate_s']:>8.3f}{r['generate_cpu_s']:>7.2f}"

@@ -161,3 +161,34 @@ def test_stop_strings_cut_at_the_earliest():
     assert cut_at_stop("(B)\n\nQ: next", ["\n\nQ:", "\n\n"]) == "(B)"
     assert cut_at_stop("A: yes. Q: more", ["Q:", "yes"]) == "A: "
     assert cut_at_stop("nothing to cut", ["\n\n", ""]) == "nothing to cut"
+
+
+def test_shared_encoder_option_scores_equal_full_rows(model_and_params):
+    """EncoderDecoderModel.score_options (one encoder pass per prompt) equals the generic
+    Model.score_options (every (prompt, option) row in full) and infer.scoring.score_pairs, with
+    unequal option counts (masked slots are -inf) and batches split across prompts."""
+    from flan_mix.infer.scoring import rank_options, score_pairs
+    from flan_mix.models.base import Model
+    from flan_mix.models.encoder_decoder import EncoderDecoderModel
+    from flan_mix.runtime import partitioning
+    module, params, _ = model_and_params
+    model = EncoderDecoderModel(module.config)
+    rng = np.random.default_rng(3)
+    prompts = [rng.integers(2, 100, n).astype(np.int32) for n in (5, 16, 9)]
+    options = [[np.append(rng.integers(2, 100, m), 1).astype(np.int32) for m in lens]
+               for lens in ((2,), (1, 3, 2), (4, 1))]
+    batch = model.options_batch(prompts, options, num_options=3, inputs_length=16, targets_length=6)
+    assert batch["encoder_input_tokens"].shape == (3, 16) and batch["decoder_target_tokens"].shape == (9, 6)
+    shared = np.asarray(model.score_options(params, batch))
+    generic_batch = Model.options_batch(model, prompts, options, num_options=3, inputs_length=16, targets_length=6)
+    generic = np.asarray(Model.score_options(model, params, generic_batch))
+    np.testing.assert_array_equal(np.isinf(shared), [[0, 1, 1], [0, 0, 0], [0, 0, 1]])
+    np.testing.assert_allclose(shared, generic, rtol=1e-5, atol=1e-5)
+    mesh = partitioning.make_mesh(devices=jax.devices()[:1])
+    pairs = score_pairs(model, params, [p for p, o in zip(prompts, options) for _ in o],
+                        [x for o in options for x in o], mesh=mesh, inputs_length=16, targets_length=6,
+                        batch_size=4)["sum_logprob"]
+    ranked = rank_options(model, params, prompts, options, mesh=mesh, inputs_length=16, targets_length=6,
+                          batch_size=2)
+    np.testing.assert_allclose([v for r in ranked for v in r["logprobs"]], pairs, rtol=1e-5, atol=1e-5)
+    assert [r["choice"] for r in ranked] == [int(np.argmax(r["logprobs"])) for r in ranked]

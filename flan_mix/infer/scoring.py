@@ -47,24 +47,38 @@ def score_pairs(model: Model, params, inputs: Sequence[np.ndarray], targets: Seq
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def rank_options(model: Model, params, prompts: Sequence[np.ndarray], options: Sequence[Sequence[np.ndarray]],
-                 **kwargs) -> list[dict]:
+@functools.partial(jax.jit, static_argnames=("model",))
+def _score_options(model: Model, params, batch):
+    return model.score_options(params, batch)
+
+
+def rank_options(model: Model, params, prompts: Sequence[np.ndarray], options: Sequence[Sequence[np.ndarray]], *,
+                 mesh: Mesh, inputs_length: int, targets_length: int, batch_size: int,
+                 desc: str = "rank") -> list[dict]:
     """For each prompt, {"choice": index of the most likely option, "logprobs": [per option]}.
 
-    kwargs as score_pairs (mesh, inputs_length, targets_length, batch_size, desc).
+    batch_size counts prompts; each batch carries all of its prompts' options (Model.score_options,
+    which lets an encoder-decoder encode each prompt once). Every batch is padded to batch_size
+    prompts and to the largest option count of the call, so one compiled program serves them all.
     """
-    flat_inputs, flat_targets, owner = [], [], []
-    for i, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
+    if len(prompts) != len(options):
+        raise ValueError(f"rank_options: {len(prompts)} prompts for {len(options)} option lists.")
+    for i, opts in enumerate(options):
         if not len(opts):
             raise ValueError(f"rank_options: example {i} has no options.")
-        for opt in opts:
-            flat_inputs.append(prompt)
-            flat_targets.append(opt)
-            owner.append(i)
-    sums = score_pairs(model, params, flat_inputs, flat_targets, **kwargs)["sum_logprob"]
-    results = [{"logprobs": []} for _ in prompts]
-    for i, value in zip(owner, sums):
-        results[i]["logprobs"].append(float(value))
-    for r in results:
-        r["choice"] = int(np.argmax(r["logprobs"]))
+    num_options = max((len(o) for o in options), default=0)
+    empty = np.zeros(1, np.int32)
+    results = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, unit="batch", leave=False):
+        n = min(batch_size, len(prompts) - start)
+        batch = model.options_batch(list(prompts[start:start + n]) + [empty] * (batch_size - n),
+                                    list(options[start:start + n]) + [[]] * (batch_size - n),
+                                    num_options=num_options, inputs_length=inputs_length,
+                                    targets_length=targets_length)
+        with mesh:
+            batch = jax.device_put(batch, partitioning.replicated(mesh))
+            logprobs = np.asarray(jax.device_get(_score_options(model, params, batch)))
+        for row, opts in zip(logprobs[:n], options[start:start + n]):
+            kept = [float(v) for v in row[:len(opts)]]
+            results.append({"logprobs": kept, "choice": int(np.argmax(kept))})
     return results

@@ -134,3 +134,33 @@ class Model(abc.ABC):
         targets under teacher forcing."""
         targets, weights, _ = self.targets_and_weights(batch)
         return losses.target_log_likelihoods(self.logits(params, batch), targets, weights)
+
+    # ----- multiple choice (rank classification) -----
+    def options_batch(self, prompts: Sequence[np.ndarray], options: Sequence[Sequence[np.ndarray]], *,
+                      num_options: int, inputs_length: int, targets_length: int) -> dict[str, np.ndarray]:
+        """Features for score_options(): one (prompt, option) row per option slot, prompt-major, plus
+        option_mask [B, num_options] (False for the slots past a prompt's own options)."""
+        empty = np.zeros(1, np.int32)
+        mask = np.zeros((len(prompts), num_options), bool)
+        flat_inputs, flat_targets = [], []
+        for b, (prompt, opts) in enumerate(zip(prompts, options, strict=True)):
+            if len(opts) > num_options:
+                raise ValueError(f"options_batch: prompt {b} has {len(opts)} options, more than num_options="
+                                 f"{num_options}.")
+            mask[b, :len(opts)] = True
+            flat_inputs += [prompt] * num_options
+            flat_targets += list(opts) + [empty] * (num_options - len(opts))
+        batch = self.unpacked_batch(flat_inputs, flat_targets, inputs_length=inputs_length,
+                                    targets_length=targets_length)
+        batch["option_mask"] = mask
+        return batch
+
+    def score_options(self, params, batch: Batch) -> jax.Array:
+        """sum_logprob [B, num_options] of each option given its prompt; empty slots get -inf.
+
+        This default scores every (prompt, option) row in full; a model that can share the prompt's
+        work across options (an encoder) overrides it."""
+        mask = batch["option_mask"]
+        rows = {k: v for k, v in batch.items() if k != "option_mask"}
+        sums = self.score(params, rows)["sum_logprob"].reshape(mask.shape)
+        return jnp.where(mask, sums, -jnp.inf)

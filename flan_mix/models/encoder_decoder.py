@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flan_mix.models import beam_search, sampling
+from flan_mix.models import beam_search, losses, sampling
 from flan_mix.models.base import Batch, DecodingConfig, Model
 from flan_mix.models.t5 import T5Config, Transformer, default_segment_ids
 
@@ -70,6 +70,29 @@ class EncoderDecoderModel(Model):
 
     def count_tokens(self, batch: Mapping[str, np.ndarray]) -> int:
         return int(np.count_nonzero(batch["encoder_input_tokens"]) + batch["decoder_loss_weights"].sum())
+
+    def options_batch(self, prompts, options, *, num_options: int, inputs_length: int, targets_length: int):
+        """As Model.options_batch, but the encoder input is kept once per prompt: [B, inputs_length]."""
+        batch = super().options_batch(prompts, options, num_options=num_options, inputs_length=inputs_length,
+                                      targets_length=targets_length)
+        batch["encoder_input_tokens"] = batch["encoder_input_tokens"][::num_options]
+        return batch
+
+    def score_options(self, params, batch: Batch):
+        """The encoder runs once per prompt and its output is shared by the prompt's options: for
+        short options (letters, class names) that is most of the work saved, K-fold."""
+        mask = batch["option_mask"]
+        num_options = mask.shape[1]
+        module = self.module
+        enc_tokens = batch["encoder_input_tokens"]
+        enc_seg = default_segment_ids(enc_tokens)
+        encoded = module.apply({"params": params}, enc_tokens, enc_seg, method=module.encode)
+        encoded, enc_seg = jnp.repeat(encoded, num_options, axis=0), jnp.repeat(enc_seg, num_options, axis=0)
+        targets = batch["decoder_target_tokens"]
+        logits = module.apply({"params": params}, encoded, enc_seg, batch["decoder_input_tokens"],
+                              default_segment_ids(targets), method=module.decode)
+        sums = losses.target_log_likelihoods(logits, targets, batch["decoder_loss_weights"])["sum_logprob"]
+        return jnp.where(mask, sums.reshape(mask.shape), -jnp.inf)
 
     def predict(self, params, batch: Batch, decoding: DecodingConfig, rng=None):
         if decoding.num_beams > 1:
