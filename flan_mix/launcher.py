@@ -5,7 +5,8 @@
                                      --gin.train_command.evaluate_after=False
   python run.py eval    [flags]      evaluate the latest checkpoint in MODEL_DIR on the eval tasks
   python run.py eval --benchmarks=bbh,mmlu [--mode=direct|cot] [--mmlu_scoring=rank|generate]
-        [--split=val|test] [--max_examples=N] [--bbh_dir=DIR] [--mmlu_dir=DIR] [flags]
+        [--split=val|test] [--max_examples=N] [--self_consistency=K --temperature=T] [--bbh_dir=DIR]
+        [--mmlu_dir=DIR] [flags]
   python run.py eval prompts --benchmark=bbh|mmlu --task=T --output=F.jsonl [--mode=..] [--split=..]
   python run.py eval score --benchmark=bbh|mmlu --predictions=FILE|DIR [--mode=cot|direct] [--output_dir=D]
   python run.py infer   --task=NAME [--output=FILE] [--split=S] [flags]   decode a task to JSONL
@@ -39,7 +40,7 @@ _BENCHMARK_DIRS = {"bbh_dir": None, "mmlu_dir": None}
 COMMAND_OPTIONS = {
     "train": {},
     "eval": {"benchmarks": None, "mode": None, "mmlu_scoring": None, "split": None, "max_examples": None,
-             **_BENCHMARK_DIRS},
+             "self_consistency": None, "temperature": None, **_BENCHMARK_DIRS},
     "eval prompts": {"benchmark": None, "task": None, "mode": "direct", "split": "test", "output": None,
                      **_BENCHMARK_DIRS},
     "eval score": {"benchmark": None, "predictions": None, "mode": None, "output_dir": None},
@@ -184,6 +185,16 @@ def _check_choices(opts: dict) -> None:
             raise UsageError(f"--benchmarks: unknown {name.strip()!r}; choose from {', '.join(benchmarks.BENCHMARKS)}.")
 
 
+def _number(opts: dict, name: str, kind: type):
+    try:
+        value = kind(opts[name])
+    except ValueError:
+        raise UsageError(f"--{name}={opts[name]}: expected {'an integer' if kind is int else 'a number'}.") from None
+    if value <= 0:
+        raise UsageError(f"--{name}={opts[name]}: must be positive.")
+    return value
+
+
 def eval_command(opts: dict) -> None:
     """The eval tasks' table (exact match and rank classification), or with --benchmarks=bbh,mmlu the
     benchmarks; either way on MODEL_DIR's checkpoint (trained, or imported with convert)."""
@@ -192,8 +203,11 @@ def eval_command(opts: dict) -> None:
         generation.evaluate()
         return
     overrides = {k: opts[k] for k in ("mode", "mmlu_scoring", "split", "bbh_dir", "mmlu_dir") if opts[k]}
-    if opts["max_examples"]:
-        overrides["max_examples"] = int(opts["max_examples"])
+    for name, kind in (("max_examples", int), ("self_consistency", int), ("temperature", float)):
+        if opts[name]:
+            overrides[name] = _number(opts, name, kind)
+    if overrides.get("self_consistency", 1) > 1 and opts["mode"] != "cot":
+        raise UsageError("--self_consistency=K votes over K sampled chains of thought: add --mode=cot.")
     benchmarks.run_benchmarks([b.strip() for b in opts["benchmarks"].split(",")], **overrides)
 
 

@@ -154,6 +154,29 @@ def test_eval_benchmarks_writes_tables_and_resumes(model_dir):
 
 
 @needs_benchmarks
+def test_eval_bbh_self_consistency_votes_over_samples(model_dir):
+    """--self_consistency=3: three sampled chains per question, the recorded prediction is the
+    majority of their extracted answers (ties: the first seen), in its own predictions log."""
+    proc = run_cli("eval", "--benchmarks=bbh", "--self_consistency=3", *SMALL, f"--gin.MODEL_DIR='{model_dir}'")
+    assert proc.returncode == 2 and "--mode=cot" in proc.stderr  # refused before anything loads
+    ok(run_cli("eval", "--benchmarks=bbh", "--mode=cot", "--self_consistency=3", "--temperature=1.0",
+               "--max_examples=1", *SMALL, f"--gin.MODEL_DIR='{model_dir}'"))
+    with open(os.path.join(model_dir, "benchmarks", "bbh_cot_sc3.predictions.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    assert len(records) == 27
+    for rec in records:
+        assert len(rec["samples"]) == 3 and len(rec["answers"]) == 3
+        voting = [a for a in rec["answers"] if a is not None]
+        counts = {a: voting.count(a) for a in voting}
+        expected = max(counts, key=lambda a: (counts[a], -voting.index(a))) if voting else ""
+        assert rec["prediction"] == expected and rec["votes"] == counts.get(expected, 0)
+    # Sampling at T=1 with 3 seeds: the chains are not all one greedy path repeated.
+    assert any(len(set(rec["samples"])) > 1 for rec in records)
+    with open(os.path.join(model_dir, "eval_bbh_cot_sc3.json")) as f:
+        assert json.load(f)["rows"][-1]["n"] == 27
+
+
+@needs_benchmarks
 def test_eval_prompts_and_score_on_the_real_bbh_data(tmp_path):
     out = str(tmp_path / "prompts.jsonl")
     ok(run_cli("eval", "prompts", "--benchmark=bbh", "--task=boolean_expressions", "--mode=cot", f"--output={out}"))

@@ -27,6 +27,7 @@ from flan_mix.evaluation import answers, bbh, mmlu, report
 from flan_mix.infer import scoring
 from flan_mix.infer.decoding import generate
 from flan_mix.infer.loading import LoadedModel, load_model
+from flan_mix.infer import self_consistency as consistency
 from flan_mix.resources import resource_root
 from flan_mix.runtime.run_config import run_config
 
@@ -75,11 +76,31 @@ def _encode_prompt(vocabulary, prompt: str, length: int) -> tuple[np.ndarray, bo
     return np.asarray(ids + [vocabulary.eos_id], np.int32), cut
 
 
+def _bbh_run_name(mode: str, self_consistency: int) -> str:
+    return f"bbh_{mode}" + (f"_sc{self_consistency}" if self_consistency > 1 else "")
+
+
+def _vote(loaded: LoadedModel, prompts, *, k: int, temperature: float, seed: int, **generate_kwargs) -> list[dict]:
+    """Self-consistency: k sampled chains of thought per prompt, majority vote over their answers
+    (an empty extraction abstains). The record keeps every sample and answer for inspection."""
+    sample = consistency.sampling_generate_fn(loaded.model, loaded.params, loaded.vocabulary,
+                                              temperature=temperature, **generate_kwargs)
+    voted = consistency.self_consistency(sample, prompts, k, lambda g: answers.extract_cot_answer(g) or None,
+                                         seed=seed)
+    return [{"generation": v["samples"][0], "prediction": v["answer"] or "", "votes": v["votes"],
+             "samples": v["samples"], "answers": v["answers"]} for v in voted]
+
+
 def run_bbh(loaded: LoadedModel, *, bbh_dir: str, mode: str, lengths, batch_size: int,
-            max_examples: int | None, max_decode_len: int, out_dir: str) -> list[dict[str, Any]]:
+            max_examples: int | None, max_decode_len: int, out_dir: str, self_consistency: int = 1,
+            temperature: float = 0.7, seed: int = 0) -> list[dict[str, Any]]:
     if mode not in answers.MODES:
         raise ValueError(f"--mode={mode!r}: choose one of {answers.MODES}.")
-    preds = PredictionLog(os.path.join(out_dir, "benchmarks", f"bbh_{mode}.predictions.jsonl"))
+    if self_consistency < 1 or (self_consistency > 1 and mode != "cot"):
+        raise ValueError(f"--self_consistency={self_consistency}: it needs --mode=cot and k >= 1 (k sampled "
+                         "reasoning paths voted on their final answers; 1 = greedy).")
+    preds = PredictionLog(os.path.join(out_dir, "benchmarks",
+                                       f"{_bbh_run_name(mode, self_consistency)}.predictions.jsonl"))
     truncated = 0
     for task in tqdm(bbh.BBH_TASKS, desc=f"bbh ({mode})", unit="task"):
         examples = bbh.load_task(bbh_dir, task)[:max_examples]
@@ -90,11 +111,16 @@ def run_bbh(loaded: LoadedModel, *, bbh_dir: str, mode: str, lengths, batch_size
         encoded = [_encode_prompt(loaded.vocabulary, bbh.build_prompt(prompt_text, examples[i].input, mode),
                                   lengths["inputs"]) for i in todo]
         truncated += sum(cut for _, cut in encoded)
-        outputs = generate(loaded.model, loaded.params, [ids for ids, _ in encoded], loaded.vocabulary,
-                           mesh=loaded.mesh, inputs_length=lengths["inputs"], max_decode_len=max_decode_len,
-                           batch_size=batch_size, desc=task)
-        preds.append([{"task": task, "index": i, "generation": out, "prediction": answers.extract_answer(out, mode),
-                       "target": examples[i].target} for i, out in zip(todo, outputs)])
+        prompts = [ids for ids, _ in encoded]
+        kwargs = dict(mesh=loaded.mesh, inputs_length=lengths["inputs"], max_decode_len=max_decode_len,
+                      batch_size=batch_size, desc=task)
+        if self_consistency > 1:
+            results = _vote(loaded, prompts, k=self_consistency, temperature=temperature, seed=seed, **kwargs)
+        else:
+            results = [{"generation": out, "prediction": answers.extract_answer(out, mode)}
+                       for out in generate(loaded.model, loaded.params, prompts, loaded.vocabulary, **kwargs)]
+        preds.append([{"task": task, "index": i, **result, "target": examples[i].target}
+                      for i, result in zip(todo, results)])
     if truncated:
         log.warning("bbh: %d prompts were longer than %d tokens and kept only their last tokens; raise "
                     "TASK_FEATURE_LENGTHS['inputs'] for the full 3-shot prompts.", truncated, lengths["inputs"])
@@ -158,11 +184,13 @@ def normalized(accuracy: float, random: float) -> float:
 def evaluate_benchmarks(loaded: LoadedModel, benchmarks: Sequence[str], *, out_dir: str, lengths,
                         bbh_dir: str | None = None, mmlu_dir: str | None = None, mode: str = "direct",
                         mmlu_scoring: str = "rank", split: str = "val", max_examples: int | None = None,
-                        batch_size: int = 32, max_decode_len: int | None = None) -> dict[str, Any]:
+                        batch_size: int = 32, max_decode_len: int | None = None, self_consistency: int = 1,
+                        temperature: float = 0.7, seed: int = 0) -> dict[str, Any]:
     """Runs the benchmarks, prints and writes MODEL_DIR/eval_<benchmark>.{json,md}; returns the tables.
 
     Flan reports MMLU's validation split ("val"); "test" is the usual one elsewhere. max_decode_len
-    (BBH generations) defaults to TASK_FEATURE_LENGTHS['targets'].
+    (BBH generations) defaults to TASK_FEATURE_LENGTHS['targets']. self_consistency=k > 1 (BBH CoT
+    only) samples k chains of thought per question at `temperature` (seeds seed..seed+k-1) and votes.
     """
     unknown = sorted(set(benchmarks) - set(BENCHMARKS))
     if unknown:
@@ -171,12 +199,15 @@ def evaluate_benchmarks(loaded: LoadedModel, benchmarks: Sequence[str], *, out_d
     if "bbh" in benchmarks:
         rows = run_bbh(loaded, bbh_dir=bbh_dir or default_data_dir("bbh"), mode=mode, lengths=lengths,
                        batch_size=batch_size, max_examples=max_examples,
-                       max_decode_len=max_decode_len or lengths["targets"], out_dir=out_dir)
+                       max_decode_len=max_decode_len or lengths["targets"], out_dir=out_dir,
+                       self_consistency=self_consistency, temperature=temperature, seed=seed)
+        label = mode + (f", self-consistency k={self_consistency} at T={temperature}" if self_consistency > 1 else "")
         print(report.write_report(rows, ("task", "n", "correct", "accuracy", "random", "normalized"), out_dir,
-                                  f"eval_bbh_{mode}", title=f"BBH, 3-shot {mode}: exact match (%)"))
+                                  f"eval_{_bbh_run_name(mode, self_consistency)}",
+                                  title=f"BBH, 3-shot {label}: exact match (%)"))
         tables["bbh"] = rows
         mean = rows[-1]
-        summary.append({"benchmark": f"bbh ({mode})", "accuracy": mean["accuracy"], "random": mean["random"],
+        summary.append({"benchmark": f"bbh ({label})", "accuracy": mean["accuracy"], "random": mean["random"],
                         "normalized": mean["normalized"]})
     if "mmlu" in benchmarks:
         rows = run_mmlu(loaded, mmlu_dir=mmlu_dir or default_data_dir("mmlu"), split=split,
