@@ -2,10 +2,11 @@
 
 get_batches() gives each host its share of a global batch: token_stream() reads this host's shard of every task
 (seqio.ShardInfo), mixes the tasks in Python by their seqio mixture rates (a task's stream opens when it is first
-drawn), and flan_mix.data.packing packs the examples first-fit into rows with the features of
-seqio.EncDecFeatureConverter, global_batch_size // num_shards rows per batch. With the same seed and the same
-number of shards the batch sequence is identical on every run, so resuming at batch N (start_batch=N) gives
-exactly batches N, N+1, ... of an uninterrupted run.
+drawn), and packs the examples first-fit into rows, global_batch_size // num_shards rows per batch. The layout
+picks the rows' features: "encoder_decoder" (flan_mix.data.packing, seqio.EncDecFeatureConverter's features),
+"decoder" or "prefix_lm" (flan_mix.data.decoder_packing, seqio's decoder converters' features). With the same
+seed and the same number of shards the batch sequence is identical on every run, so resuming at batch N
+(start_batch=N) gives exactly batches N, N+1, ... of an uninterrupted run.
 
 get_eval_examples() gives the examples of one task in order with their pretokenized text, for greedy decoding.
 """
@@ -23,12 +24,18 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from flan_mix.data import packing, tf_errors
+from flan_mix.data import decoder_packing, packing, tf_errors
 from flan_mix.data.data_errors import DataError
 
 logger = logging.getLogger(__name__)
 
-MODEL_FEATURES = packing.PACKED_FEATURES
+MODEL_FEATURES = packing.PACKED_FEATURES  # the encoder_decoder layout's (packed) features
+# The batch layouts get_batches(layout=...) produces, and each one's packed features (the unpacked ones:
+# decoder_packing.layout_features(layout, pack=False)).
+LAYOUTS = decoder_packing.LAYOUTS
+ENCODER_DECODER_FEATURES = packing.PACKED_FEATURES
+DECODER_FEATURES = decoder_packing.DECODER_FEATURES
+PREFIX_LM_FEATURES = decoder_packing.PREFIX_LM_FEATURES
 PACK_OPEN_ROWS = 64  # first-fit packing: rows kept open at once (see flan_mix.data.packing)
 _CHUNK = 16  # examples per tf.data -> Python crossing: ~0.1 ms each, and every task of a mixture
 # processes one chunk ahead, so small (100 generated tasks x 256 would be 25,600 examples before the first batch)
@@ -193,13 +200,23 @@ def token_stream(mixture_or_task_name: str, *, task_feature_lengths: Mapping[str
 def get_batches(mixture_or_task_name: str, *, task_feature_lengths: Mapping[str, int], split: str = "train",
                 global_batch_size: int, seed: int, shuffle: bool = True, pack: bool = True,
                 max_open_rows: int = PACK_OPEN_ROWS, shard_index: int = 0, num_shards: int = 1,
-                start_batch: int = 0, num_epochs: int | None = None) -> Iterator[dict[str, np.ndarray]]:
+                start_batch: int = 0, num_epochs: int | None = None,
+                layout: str = decoder_packing.ENCODER_DECODER) -> Iterator[dict[str, np.ndarray]]:
     """Host-local batches {feature: int32 [global_batch_size // num_shards, length]}.
 
-    Features: those of seqio.EncDecFeatureConverter (encoder_input_tokens, decoder_target_tokens,
-    decoder_input_tokens, decoder_loss_weights, and with pack=True the encoder/decoder segment ids and
-    positions); packing is first-fit over max_open_rows open rows (flan_mix.data.packing; 1 = seqio's next-fit).
-    start_batch skips that many batches (resume). num_epochs=None repeats forever.
+    layout:
+      "encoder_decoder" (default): seqio.EncDecFeatureConverter's features (encoder_input_tokens,
+        decoder_target_tokens, decoder_input_tokens, decoder_loss_weights, and with pack=True the encoder/decoder
+        segment ids and positions); encoder rows are task_feature_lengths["inputs"] long, decoder rows
+        ["targets"].
+      "decoder": the targets alone, as seqio.DecoderFeatureConverter with only a "targets" length
+        (DECODER_FEATURES); rows are ["targets"] long. The stream still trims inputs, so both lengths are needed.
+      "prefix_lm": inputs and targets concatenated, as seqio.PrefixLMFeatureConverter (PREFIX_LM_FEATURES: the
+        decoder features plus decoder_causal_attention; loss on the targets only); rows are
+        ["inputs"] + ["targets"] long. A plain causal LM ignores decoder_causal_attention.
+      See flan_mix.data.decoder_packing.model_feature_lengths for each feature's length.
+    Packing is first-fit over max_open_rows open rows (1 = seqio's next-fit). start_batch skips that many batches
+    (resume). num_epochs=None repeats forever.
     """
     # Checked and built here, not in a generator, so that bad arguments raise at the call.
     if num_shards >= 1 and (global_batch_size < 1 or global_batch_size % num_shards):
@@ -210,11 +227,17 @@ def get_batches(mixture_or_task_name: str, *, task_feature_lengths: Mapping[str,
         raise ValueError(f"start_batch must be >= 0, got {start_batch}.")
     if max_open_rows < 1:
         raise ValueError(f"max_open_rows must be >= 1 (1 = next-fit packing), got {max_open_rows}.")
+    decoder_packing.check_layout(layout)
     pairs = token_stream(mixture_or_task_name, task_feature_lengths=task_feature_lengths, split=split, seed=seed,
                          shuffle=shuffle, shard_index=shard_index, num_shards=num_shards, num_epochs=num_epochs)
     lengths = {k: task_feature_lengths[k] for k in ("inputs", "targets")}
     rows = global_batch_size // num_shards
-    if pack:
+    if layout != decoder_packing.ENCODER_DECODER:
+        if pack:
+            batches = decoder_packing.pack_decoder_batches(pairs, layout, lengths, rows, max_open_rows)
+        else:
+            batches = decoder_packing.unpacked_decoder_batches(pairs, layout, lengths, rows)
+    elif pack:
         batches = packing.pack_batches(pairs, lengths, rows, max_open_rows)
     else:
         batches = packing.unpacked_batches(pairs, lengths, rows)
