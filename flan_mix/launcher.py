@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
+from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF is only the data reader here; keep it quiet
 
@@ -107,22 +109,41 @@ def parse_gin(gin_files: list[str], bindings: list[str]):
 
 
 @gin.configurable
-def train_command(evaluate_after: bool = True, evaluate_every_steps: int = 0):
-    """Train, then (by default) evaluate the trained params in memory. evaluate_every_steps > 0 also
-    evaluates during training (the eval tasks of evaluate_generation, into MODEL_DIR/eval/step_N/),
-    logging each group's means to TensorBoard and metrics.jsonl as eval/<group>/<column>."""
-    from flan_mix.evaluation import generation
+def train_command(evaluate_after: bool = True, evaluate_every_steps: int = 0,
+                  periodic_benchmarks: Sequence[str] = (), periodic_benchmark_examples: int = 10):
+    """Train, then (by default) evaluate the trained params in memory.
+
+    evaluate_every_steps > 0 also evaluates during training: the eval tasks of evaluate_generation
+    (held-in validation splits and held-out tasks) and, when periodic_benchmarks names some
+    (e.g. ['bbh', 'mmlu']), their first periodic_benchmark_examples questions per task or subject.
+    Tables go to MODEL_DIR/eval/step_N/; the means go to TensorBoard and metrics.jsonl as
+    eval/<group>/<column> and eval/<benchmark>/{accuracy,normalized}.
+    """
+    from flan_mix.evaluation import benchmarks, generation
+    from flan_mix.infer.loading import LoadedModel
     from flan_mix.runtime.run_config import run_config
     from flan_mix.train import loop
     run = run_config()
+    if periodic_benchmarks:
+        _check_choices({"benchmarks": ",".join(periodic_benchmarks)})
 
     def evaluate(result) -> dict[str, float]:
+        out_dir = os.path.join(run.model_dir, "eval", f"step_{result.final_step}")
         rows = generation.evaluate_generation(
-            result.model, result.params, mesh=result.mesh, vocabulary=result.vocabulary,
-            out_dir=os.path.join(run.model_dir, "eval", f"step_{result.final_step}"),
+            result.model, result.params, mesh=result.mesh, vocabulary=result.vocabulary, out_dir=out_dir,
             task_feature_lengths=run.task_feature_lengths)
-        return {f"{r['group']}/{col}": r[col] for r in rows if r["task"].startswith("MEAN")
-                for col in generation.SCORE_COLUMNS if r.get(col) is not None}
+        figures = {f"{r['group']}/{col}": r[col] for r in rows if r["task"].startswith("MEAN")
+                   for col in generation.SCORE_COLUMNS if r.get(col) is not None}
+        if periodic_benchmarks:
+            loaded = LoadedModel(model=result.model, params=result.params, mesh=result.mesh,
+                                 vocabulary=result.vocabulary)
+            tables = benchmarks.evaluate_benchmarks(loaded, periodic_benchmarks, out_dir=out_dir,
+                                                    lengths=run.task_feature_lengths,
+                                                    max_examples=periodic_benchmark_examples)
+            for row in tables["summary"]:
+                name = re.sub(r"\W+", "_", row["benchmark"]).strip("_")
+                figures.update({f"{name}/{col}": row[col] for col in ("accuracy", "normalized") if col in row})
+        return figures
 
     result = loop.train(periodic=evaluate if evaluate_every_steps else None,
                         periodic_every_steps=evaluate_every_steps)

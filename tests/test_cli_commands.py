@@ -177,6 +177,28 @@ def test_eval_bbh_self_consistency_votes_over_samples(model_dir):
 
 
 @needs_benchmarks
+def test_benchmark_subset_during_training(tmp_path):
+    """train_command.periodic_benchmarks: every N steps, the first questions of each MMLU subject
+    too; their accuracy and normalized score reach metrics.jsonl beside the eval-task means."""
+    path = str(tmp_path / "run")
+    ok(run_cli("train", *SMALL, "--gin.TRAIN_STEPS=1", f"--gin.MODEL_DIR='{path}'",
+               "--gin.train_command.evaluate_after=False", "--gin.train_command.evaluate_every_steps=1",
+               "--gin.train_command.periodic_benchmarks=['mmlu']",
+               "--gin.train_command.periodic_benchmark_examples=1"))
+    with open(os.path.join(path, "metrics.jsonl")) as f:
+        evals = [r for r in map(json.loads, f) if "eval/mmlu_val_rank/accuracy" in r]
+    with open(os.path.join(path, "eval", "step_1", "eval_mmlu_val_rank.json")) as f:
+        overall = json.load(f)["rows"][-1]
+    assert overall["n"] == 57 and [r["step"] for r in evals] == [1]
+    assert evals[0]["eval/mmlu_val_rank/accuracy"] == overall["accuracy_examples"]
+    assert evals[0]["eval/mmlu_val_rank/normalized"] == pytest.approx(100 * (overall["accuracy_examples"] - 25) / 75)
+    assert "eval/trained/model_em" in evals[0]
+    proc = run_cli("train", *SMALL, "--gin.TRAIN_STEPS=1", f"--gin.MODEL_DIR='{tmp_path / 'bad'}'",
+                   "--gin.train_command.evaluate_every_steps=1", "--gin.train_command.periodic_benchmarks=['bbhh']")
+    assert proc.returncode == 2 and "bbhh" in proc.stderr
+
+
+@needs_benchmarks
 def test_eval_prompts_and_score_on_the_real_bbh_data(tmp_path):
     out = str(tmp_path / "prompts.jsonl")
     ok(run_cli("eval", "prompts", "--benchmark=bbh", "--task=boolean_expressions", "--mode=cot", f"--output={out}"))
