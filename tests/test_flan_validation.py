@@ -326,3 +326,46 @@ def test_hf_validation_reads_the_validation_split(cat):
                     load_fn=no_validation)
     with pytest.raises(ValueError, match=r"social_i_qa_Generate_answer.*has no split 'validation'"):
         src.num_input_examples("validation")
+
+
+def test_cot_answer_em_hand_worked():
+    """answer_em compares the final answers of CoT targets (our answer sentences), so a different
+    rationale with the right answer counts; it is None for a task whose targets are not CoT."""
+    from flan_mix.evaluation.generation import score_task
+    examples = [{"targets_pretokenized": "5 + 3 = 8. That means the answer is 8.", "inputs_pretokenized": "q1"},
+                {"targets_pretokenized": "Cats purr. My answer: yes.", "inputs_pretokenized": "q2"}]
+    row = score_task(["Add them: 8. The final answer: 8.", "Cats bark. Which gives no."], examples)
+    assert row["model_em"] == 0.0 and row["answer_em"] == 50.0
+    plain = [{"targets_pretokenized": "8", "inputs_pretokenized": "q"}]
+    assert score_task(["8"], plain)["answer_em"] is None
+
+
+@needs_cot
+def test_held_in_cot_tasks_in_the_eval_table(tmp_path):
+    """evaluate_generation on a submixture's name: every registered CoT task on its held-out
+    validation slice, grouped as "flan2022 cot" with its own mean row and answer_em."""
+    import jax
+    from flan_mix.evaluation import generation
+    from flan_mix.models.build import build_model
+    from flan_mix.models.t5 import T5Config
+    from flan_mix.runtime import partitioning
+    vocabulary = registration.register_all(collections=())
+    try:
+        flan_tasks.register_flan2022(vocabulary, cot_dir=str(COT_DIR), submixtures=("cot",),
+                                     inversion_weights={"cot": 0.0})
+        specs = registration.eval_tasks(["flan2022_cot"])  # 9 CoT datasets x (zs_opt, fs_opt)
+        assert len(specs) == 18 and {s["group"] for s in specs} == {"flan2022 cot"}
+        model = build_model(config=T5Config(emb_dim=16, num_heads=2, head_dim=8, mlp_dim=32, num_encoder_layers=1,
+                                            num_decoder_layers=1), vocab_size=vocabulary.vocab_size)
+        params = model.init_params(jax.random.PRNGKey(0))
+        rows = generation.evaluate_generation(
+            model, params, mesh=partitioning.make_mesh(devices=jax.devices()[:1]), vocabulary=vocabulary,
+            out_dir=str(tmp_path), task_feature_lengths={"inputs": 64, "targets": 8}, batch_size=8,
+            max_examples_per_task=3, tasks=["flan2022_cot_gsm8k_zs_opt", "flan2022_stream_creak_fs_opt",
+                                            "flan2022_cot_gsm8k_zs_opt"])
+    finally:
+        flan_tasks._unregister()
+    by_task = {r["task"]: r for r in rows}
+    assert len(rows) == 3 and by_task["MEAN (flan2022 cot)"]["n"] == 2 * 3
+    assert all(r["answer_em"] is not None for r in rows)  # every CoT target ends in an answer sentence
+    assert "answer_em" in (tmp_path / "eval_results.md").read_text()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import gin
+import seqio
 
 from flan_mix.data import pipeline, vocab
 from flan_mix.data.flan import flan_tasks
@@ -45,16 +46,25 @@ def check_name(name: str) -> None:
 def eval_tasks(names: Sequence[str] | None = None) -> list[dict]:
     """The eval tasks with their ability and group ("trained" or "held-out").
 
-    Default: the zero-shot eval task of every generated task.
+    Default: the zero-shot eval task of every generated task. A mixture's name stands for its
+    tasks (sorted); a Flan 2022 task's group is its submixture, e.g. "flan2022 cot".
     """
     if names is None:
         names = seqio_tasks.TRAIN_EVAL_TASK_NAMES + seqio_tasks.HELD_OUT_EVAL_TASK_NAMES
-    specs = []
-    for name in names:
-        check_name(name)
-        info = seqio_tasks.task_info(name) if name.startswith(seqio_tasks.PREFIX) else {}
-        specs.append({"name": name, "ability": info.get("ability", ""),
-                      "group": "held-out" if info.get("held_out") else "trained"})
+    specs, seen = [], set()
+    for given in names:
+        found = pipeline.get_task_or_mixture(given)  # raises with close matches for unknown names
+        members = sorted(t.name for t in found.tasks) if isinstance(found, seqio.Mixture) else [given]
+        for name in members:
+            if name in seen:
+                continue
+            seen.add(name)
+            if name.startswith(seqio_tasks.PREFIX):
+                info = seqio_tasks.task_info(name)
+                specs.append({"name": name, "ability": info["ability"],
+                              "group": "held-out" if info["held_out"] else "trained"})
+            else:
+                specs.append({"name": name, **flan_tasks.eval_group(name)})
     return specs
 
 

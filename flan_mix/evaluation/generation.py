@@ -8,6 +8,12 @@ also by rank classification, each beside trivial baselines.
   model_rank  - multiple choice only: the option with the highest log-likelihood under the model
                 (Flan's and T0's way of scoring options), accuracy in %.
   chance      - multiple choice only: the expected accuracy of picking an option at random.
+  answer_em   - chain-of-thought tasks only (every target ends in one of the CoT answer sentences):
+                exact match of the final answers extracted from generation and target, since a
+                rationale is almost never reproduced word for word. Shown when some task has it.
+
+`tasks` may name mixtures too (e.g. a Flan 2022 submixture): each stands for its tasks, scored on
+their validation splits (held-in for a run that trained on them; flan_mix.data.flan.sources).
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from flan_mix.data import templates
 from flan_mix.evaluation import metrics, report
 from flan_mix.infer import scoring
 from flan_mix.infer.decoding import generate
@@ -26,17 +33,22 @@ from flan_mix.infer.loading import load_model
 from flan_mix.models.base import Model
 from flan_mix.runtime.run_config import run_config
 
-COLUMNS = ("task", "ability", "group", "n", "model_em", "majority_em", "copy_em", "model_rank", "chance")
+COLUMNS = ("task", "ability", "group", "n", "model_em", "majority_em", "copy_em", "model_rank", "chance",
+           "answer_em")
 SCORE_COLUMNS = COLUMNS[4:]
 
 
 def score_task(predictions: Sequence[str], examples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     targets = [ex["targets_pretokenized"] for ex in examples]
     majority = metrics.majority_answer(targets)
+    target_answers = [templates.extract_cot_answer(t) for t in targets]
+    is_cot = bool(targets) and all(a is not None for a in target_answers)
     return {"n": len(targets),
             "model_em": metrics.exact_match(predictions, targets),
             "majority_em": metrics.exact_match([majority] * len(targets), targets),
-            "copy_em": metrics.exact_match([ex["inputs_pretokenized"] for ex in examples], targets)}
+            "copy_em": metrics.exact_match([ex["inputs_pretokenized"] for ex in examples], targets),
+            "answer_em": metrics.exact_match([templates.extract_cot_answer(p) or "" for p in predictions],
+                                             target_answers) if is_cot else None}
 
 
 def _mean_row(rows, group: str) -> dict[str, Any]:
@@ -88,7 +100,8 @@ def evaluate_generation(model: Model, params, *, mesh: Mesh, vocabulary, out_dir
                                      desc=spec["name"])})
     groups = sorted({r["group"] for r in rows})
     rows += [_mean_row(rows, g) for g in groups]
-    table = report.write_report(rows, COLUMNS, out_dir, "eval_results",
+    columns = [c for c in COLUMNS if c != "answer_em" or any(r.get(c) is not None for r in rows)]
+    table = report.write_report(rows, columns, out_dir, "eval_results",
                                 title="Accuracy (%): exact match of greedy decoding (model_em), rank "
                                       "classification of the options (model_rank)")
     print(table)

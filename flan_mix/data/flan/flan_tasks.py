@@ -303,3 +303,15 @@ def register_flan2022(vocabulary: seqio.Vocabulary, *, tfds_data_dir: Optional[s
 
 def registered() -> Optional[Registration]:
     return _REGISTERED
+
+
+def eval_group(seqio_task_name: str) -> dict[str, str]:
+    """{"ability", "group"} of a registered Flan 2022 seqio task for evaluation tables: the group is
+    its submixture ("flan2022 cot"), so each submixture gets its own mean row."""
+    reg = registered()
+    if reg is not None:
+        for template_type in sorted({t for w in TEMPLATE_WEIGHTS.values() for t in w}):
+            record = reg.records.get(seqio_task_name.removeprefix(PREFIX).removesuffix(f"_{template_type}"))
+            if record is not None and seqio_task_name.endswith(f"_{template_type}"):
+                return {"ability": record.ability, "group": f"flan2022 {record.submixture}"}
+    return {"ability": "", "group": "other"}
