@@ -15,6 +15,7 @@ INSTALL_REQUIRES = [
     "tqdm>=4.66",
     "tensorboardX>=2.6",
     "safetensors>=0.4",  # HF checkpoint import/export (flan_mix.models.convert)
+    "tokenizers>=0.20",  # an imported model's tokenizer.json (flan_mix.data.hf_vocab)
 ]
 
 EXTRAS = {
