@@ -171,10 +171,21 @@ def convert_command(from_hf: str | None, to_hf: str | None, model_dir: str | Non
         gin_path = os.path.join(model_dir, "model.gin")
         with open(gin_path, "w") as f:
             f.write(convert.gin_bindings(config, source=from_hf))
-        print(f"wrote {step_dir} and {gin_path} (the model's T5Config bindings).\nFine-tune from it: "
-              f"--gin_file=gin/runs/finetune.gin --gin_file={gin_path} "
-              f"--gin.INITIAL_CHECKPOINT_PATH=\"'{step_dir}'\"; evaluate it: python run.py eval "
-              f"--gin_file=gin/runs/default.gin --gin_file={gin_path} --gin.MODEL_DIR=\"'{model_dir}'\" (with its tokenizer bound in gin).")
+        from flan_mix.data import hf_vocab
+        from flan_mix.infer.loading import TOKENIZER_SUBDIR
+        tokenizer_dir = os.path.join(model_dir, TOKENIZER_SUBDIR)
+        copied = hf_vocab.copy_tokenizer_files(from_hf, tokenizer_dir)
+        print(f"wrote {step_dir} and {gin_path} (the model's {type(config).__name__} bindings).")
+        if copied:
+            print(f"copied its tokenizer ({', '.join(copied)}) to {tokenizer_dir}: eval and infer on "
+                  f"{model_dir} tokenize with it; to fine-tune, add --gin.register_all.tokenizer_dir=\"'{tokenizer_dir}'\".")
+        else:
+            print(f"{from_hf} has no tokenizer files (tokenizer.json, spiece.model or tokenizer.model): the model "
+                  "will read text through the shared SentencePiece vocabulary unless you bind "
+                  "register_all.tokenizer_dir to the directory its tokenizer was saved to.")
+        print(f"Evaluate it: python run.py eval --gin_file=gin/runs/default.gin --gin_file={gin_path} --gin.MODEL_DIR=\"'{model_dir}'\" "
+              f"[--benchmarks=bbh,mmlu]. Fine-tune from it: --gin_file=gin/runs/finetune.gin --gin_file={gin_path} "
+              f"--gin.INITIAL_CHECKPOINT_PATH=\"'{step_dir}'\".")
         return step_dir
     import jax
     from flan_mix.infer.loading import load_model

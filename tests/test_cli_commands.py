@@ -177,6 +177,39 @@ def test_eval_bbh_self_consistency_votes_over_samples(model_dir):
 
 
 @needs_benchmarks
+def test_imported_hf_t5_evaluates_with_its_own_tokenizer(tmp_path):
+    """A random HF T5 saved with its own SentencePiece tokenizer (trained here, 400 pieces):
+    convert --from_hf copies the tokenizer beside the checkpoint, and eval (tasks and benchmarks)
+    tokenizes with it. The shared vocabulary has 1,636 ids, more than this model's 512-row
+    embedding, so a run that fell back to it would stop with a vocabulary-size error."""
+    transformers = pytest.importorskip("transformers", reason="building the HF model needs transformers")
+    torch_parameter = pytest.importorskip("torch").nn.Parameter
+    from flan_mix.data import vocab
+    with open(os.path.join(SHARED, "bbh", "bbh", "date_understanding.json")) as f:
+        lines = [ex["input"] for ex in json.load(f)["examples"]]
+    hf_dir, out = tmp_path / "hf", str(tmp_path / "imported")
+    config = transformers.T5Config(vocab_size=512, d_model=32, d_kv=16, d_ff=64, num_layers=1, num_heads=2,
+                                   feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                                   decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    model = transformers.T5ForConditionalGeneration(config)
+    # transformers >= 5 ties lm_head to the embedding at construction; T5 1.1 has its own output layer.
+    model.lm_head.weight = torch_parameter(model.lm_head.weight.detach().clone().normal_())
+    model.save_pretrained(str(hf_dir))
+    (hf_dir / "spiece.model").write_bytes(vocab.train_sentencepiece(lines, vocab_size=400))
+    proc = ok(run_cli("convert", f"--from_hf={hf_dir}", f"--model_dir={out}"))
+    assert "copied its tokenizer (spiece.model)" in proc.stdout
+    assert os.path.exists(os.path.join(out, "tokenizer", "spiece.model"))
+    flags = ["--gin_file=gin/runs/default.gin", f"--gin_file={os.path.join(out, 'model.gin')}", *SMALL[6:],
+             f"--gin.MODEL_DIR='{out}'"]
+    ok(run_cli("eval", "--benchmarks=bbh,mmlu", "--max_examples=1", *flags))
+    with open(os.path.join(out, "eval_benchmarks.json")) as f:
+        assert [r["benchmark"] for r in json.load(f)["rows"]][-1] == "normalized average"
+    ok(run_cli("eval", *flags))
+    with open(os.path.join(out, "eval_results.json")) as f:
+        assert {r["task"] for r in json.load(f)["rows"]} >= {"gen_sort_words_eval", "gen_larger_number_mc_eval"}
+
+
+@needs_benchmarks
 def test_benchmark_subset_during_training(tmp_path):
     """train_command.periodic_benchmarks: every N steps, the first questions of each MMLU subject
     too; their accuracy and normalized score reach metrics.jsonl beside the eval-task means."""

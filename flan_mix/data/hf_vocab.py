@@ -320,3 +320,20 @@ def check_vocabulary_fits(vocabulary: seqio.Vocabulary | int, model_vocab_size: 
         raise ValueError(f"The tokenizer has {size} ids ({name}) but {model_name}'s embedding has only "
                          f"{model_vocab_size} rows; ids >= {model_vocab_size} would index past it. Use the "
                          "model's own tokenizer, or a model whose vocab_size is at least the tokenizer's.")
+
+
+def copy_tokenizer_files(source: str, destination: str) -> list[str]:
+    """Copies a model directory's tokenizer files (tokenizer.json, spiece.model / tokenizer.model and
+    their config files) into `destination`; returns the names copied ([] when there are none).
+
+    `run.py convert --from_hf` keeps an imported model's tokenizer beside its checkpoint this way,
+    so evaluating or fine-tuning it tokenizes with the tokenizer the weights were trained with.
+    """
+    names = [n for n in (TOKENIZER_JSON, *SENTENCEPIECE_FILES, *_CONFIG_FILES)
+             if tf.io.gfile.exists(os.path.join(source, n))]
+    if not any(n in names for n in (TOKENIZER_JSON, *SENTENCEPIECE_FILES)):
+        return []
+    tf.io.gfile.makedirs(destination)
+    for name in names:
+        tf.io.gfile.copy(os.path.join(source, name), os.path.join(destination, name), overwrite=True)
+    return names

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import gin
 import seqio
 
-from flan_mix.data import pipeline, vocab
+from flan_mix.data import hf_vocab, pipeline, vocab
 from flan_mix.data.flan import flan_tasks
 from flan_mix.data.generated import mixture, seqio_tasks
 
@@ -19,16 +19,22 @@ COLLECTIONS = ("generated", "flan2022")
 
 
 @gin.configurable
-def register_all(collections: Sequence[str] = ("generated",)):
+def register_all(collections: Sequence[str] = ("generated",), tokenizer_dir: Optional[str] = None):
     """Registers the named collections' tasks and mixtures; returns the shared vocabulary.
 
     "generated": the offline mini-collection; "flan2022": the Flan 2022 catalog (flan_mix.data.flan.flan_tasks).
+    tokenizer_dir: tokenize every task with that directory's tokenizer (an imported model's
+    tokenizer.json or spiece.model, see hf_vocab.vocabulary_from_dir) instead of the shared
+    SentencePiece vocabulary trained on the generated text.
     """
     unknown = sorted(set(collections) - set(COLLECTIONS))
     if unknown:
         raise ValueError(f"unknown collection(s) {unknown}; choose from {COLLECTIONS} "
                          "(gin: register_all.collections).")
-    vocabulary = vocab.get_vocabulary(corpus=seqio_tasks.VOCABULARY_CORPUS)
+    if tokenizer_dir:
+        vocabulary = hf_vocab.vocabulary_from_dir(tokenizer_dir)
+    else:
+        vocabulary = vocab.get_vocabulary(corpus=seqio_tasks.VOCABULARY_CORPUS)
     if "generated" in collections:
         seqio_tasks.register_generated_tasks(vocabulary=vocabulary)
         mixture.register_generated_mixture()
