@@ -1,4 +1,6 @@
-"""Hugging Face checkpoint import/export for our T5 1.1 (Flan-T5, mT5) in flan_mix.models.t5.
+"""Hugging Face checkpoint import/export for our T5 1.1 (Flan-T5, mT5) in flan_mix.models.t5,
+and the entry points for every family: load_hf_checkpoint dispatches on config.json's model_type,
+save_hf_checkpoint and gin_bindings on the config's type ("llama" / LlamaConfig: hf_llama.py).
 
 Pure numpy + safetensors: no torch and no TensorFlow, so it runs on the GPU machines and in a
 notebook. Two layers:
@@ -6,7 +8,8 @@ notebook. Two layers:
                  T5ForConditionalGeneration state dict and our Transformer's param tree;
   * directories: load_hf_checkpoint / save_hf_checkpoint read and write what
                  T5ForConditionalGeneration.from_pretrained / save_pretrained use
-                 (config.json + model.safetensors, or shards + model.safetensors.index.json).
+                 (config.json + model.safetensors, or shards + model.safetensors.index.json;
+                 the file handling is checkpoint_io.py's, shared with hf_llama.py).
 
 Layouts. torch Linear weights are [out, in]; our kernels are [in..., out...]:
   q/k/v   [heads*head_dim, emb] (head-major rows)  <->  [emb, heads, head_dim]
@@ -19,22 +22,19 @@ All conversions are transposes/reshapes, so float32 values round-trip bit for bi
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
 import numpy as np
-from safetensors import safe_open
-from safetensors.numpy import save_file
 
+from flan_mix.models import hf_llama
+from flan_mix.models.checkpoint_io import (CONFIG_NAME, WEIGHTS_INDEX_NAME, WEIGHTS_NAME,  # noqa: F401
+                                           CheckpointError, open_weights, read_config_json, write_checkpoint)
+from flan_mix.models.llama import LlamaConfig
 from flan_mix.models.t5 import T5Config
-
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 
 # feed_forward_proj values that HF computes as gelu_tanh(x W0) * (x W1): "gated-gelu" maps to
 # HF's gelu_new; the other two name the same tanh approximation explicitly.
@@ -44,10 +44,6 @@ _RMSNORM_EPS = 1e-6  # layers.RMSNorm's epsilon
 _EMBED_ALIASES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
 # A stray bias some old T5 checkpoints carry; HF ignores it on load (cross-attention has no bias).
 _IGNORED = ("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight",)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not fit our T5 1.1: the message names the file and the tensor."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -284,7 +280,7 @@ def t5_config_from_hf(config_json: Mapping[str, Any], *, source: str = "config.j
     model_type = cfg.get("model_type", "t5")
     if model_type not in ("t5", "mt5"):
         raise CheckpointError(f"{where}: model_type={model_type!r}; flan_mix converts T5 1.1 style checkpoints "
-                              "(model_type 't5' or 'mt5': T5 1.1, Flan-T5, mT5). umT5 keeps one relative "
+                              "(model_type 't5' or 'mt5': T5 1.1, Flan-T5, mT5) and Llama ('llama'). umT5 keeps one relative "
                               "position table per layer and is not supported.")
     ffn = cfg.get("feed_forward_proj", "relu")
     if ffn not in _GATED_GELU:
@@ -353,99 +349,19 @@ def hf_config_from_t5_config(config: T5Config) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------
 # Directories.
 
-class _LazyCheckpoint(Mapping):
-    """Tensor name -> numpy array, read from safetensors files on access (one tensor in memory at a time)."""
+def load_hf_checkpoint(directory: str | os.PathLike, **config_overrides) -> tuple[Any, dict]:
+    """Reads an HF checkpoint directory -> (config, params as float32 numpy).
 
-    def __init__(self, files: Mapping[str, str]):
-        self._file_of = dict(files)  # tensor name -> path
-
-    def file_of(self, name: str) -> str:
-        return self._file_of.get(name, "")
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        path = self._file_of[name]
-        with safe_open(path, framework="np") as f:
-            if f.get_slice(name).get_dtype() == "BF16":  # numpy has no bfloat16: widen by hand
-                return _read_bf16(path, name)
-            return f.get_tensor(name)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._file_of)
-
-    def __len__(self) -> int:
-        return len(self._file_of)
-
-
-def _read_bf16(path: str, name: str) -> np.ndarray:
-    with open(path, "rb") as fh:
-        header_len = int.from_bytes(fh.read(8), "little")
-        info = json.loads(fh.read(header_len))[name]
-        begin, end = info["data_offsets"]
-        fh.seek(8 + header_len + begin)
-        raw = np.frombuffer(fh.read(end - begin), dtype="<u2")
-    # bfloat16 is the top half of a float32: shifting it up is exact.
-    return (raw.astype(np.uint32) << 16).view(np.float32).reshape(info["shape"])
-
-
-def _tensor_names(path: str) -> list[str]:
-    try:
-        with safe_open(path, framework="np") as f:
-            return list(f.keys())
-    except Exception as e:  # safetensors raises its own error types for truncated/corrupt files
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e}).") from e
-
-
-def load_hf_checkpoint(directory: str | os.PathLike, **config_overrides) -> tuple[T5Config, dict]:
-    """Reads an HF T5 1.1 checkpoint directory -> (T5Config, params as float32 numpy).
-
+    config.json's model_type picks the family: "llama" -> (LlamaConfig, params), read by
+    flan_mix.models.hf_llama; T5 1.1 ("t5", "mt5") -> (T5Config, params).
     Needs config.json and model.safetensors, or shards listed in model.safetensors.index.json.
     bfloat16/float16 checkpoints are widened to float32.
     """
-    directory = os.fspath(directory)
-    config_path = os.path.join(directory, CONFIG_NAME)
-    if not os.path.isfile(config_path):
-        raise CheckpointError(f"{config_path}: not found; an HF checkpoint directory holds config.json "
-                              "next to its weights.")
-    with open(config_path) as f:
-        try:
-            config_json = json.load(f)
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{config_path}: not valid JSON ({e}).") from e
+    config_json, config_path = read_config_json(directory)
+    if config_json.get("model_type") in hf_llama.MODEL_TYPES:
+        return hf_llama.load_hf_checkpoint(directory, **config_overrides)
     config = t5_config_from_hf(config_json, source=config_path, **config_overrides)
-
-    single, index = os.path.join(directory, WEIGHTS_NAME), os.path.join(directory, WEIGHTS_INDEX_NAME)
-    files: dict[str, str] = {}
-    if os.path.isfile(single):
-        files = {name: single for name in _tensor_names(single)}
-        source_desc = single
-    elif os.path.isfile(index):
-        with open(index) as f:
-            try:
-                weight_map = json.load(f)["weight_map"]
-            except (json.JSONDecodeError, KeyError) as e:
-                raise CheckpointError(f"{index}: not a safetensors index (needs a 'weight_map'): {e}.") from e
-        for shard in sorted(set(weight_map.values())):
-            shard_path = os.path.join(directory, shard)
-            if not os.path.isfile(shard_path):
-                raise CheckpointError(f"{index} lists shard {shard!r}, but {shard_path} does not exist.")
-            names = set(_tensor_names(shard_path))
-            for name, where in weight_map.items():
-                if where == shard:
-                    if name not in names:
-                        raise CheckpointError(
-                            f"{index} puts tensor {name!r} in {shard_path}, which has no such tensor.")
-                    files[name] = shard_path
-        source_desc = index
-    else:
-        found = sorted(os.listdir(directory))
-        hint = ""
-        if any(n.endswith((".bin", ".pt", ".h5", ".msgpack")) for n in found):
-            hint = (" Only safetensors are read; convert once with transformers: "
-                    "T5ForConditionalGeneration.from_pretrained(dir).save_pretrained(out_dir).")
-        raise CheckpointError(f"{directory}: neither {WEIGHTS_NAME} nor {WEIGHTS_INDEX_NAME} (found: "
-                              f"{', '.join(found) or 'nothing'}).{hint}")
-
-    lazy = _LazyCheckpoint(files)
+    lazy, source_desc = open_weights(directory, "T5ForConditionalGeneration")
     params = params_from_hf_state_dict(
         lazy, config.num_encoder_layers, config.num_decoder_layers, config.num_heads, config.head_dim,
         emb_dim=config.emb_dim, mlp_dim=config.mlp_dim, vocab_size=config.vocab_size,
@@ -454,14 +370,16 @@ def load_hf_checkpoint(directory: str | os.PathLike, **config_overrides) -> tupl
     return config, params
 
 
-def save_hf_checkpoint(params: Mapping, config: T5Config, directory: str | os.PathLike, *,
+def save_hf_checkpoint(params: Mapping, config: Any, directory: str | os.PathLike, *,
                        max_shard_bytes: int | None = None) -> list[str]:
     """Writes config.json + model.safetensors (or shards + index when the tensors exceed
-    max_shard_bytes) that T5ForConditionalGeneration.from_pretrained(directory) loads.
+    max_shard_bytes) that T5ForConditionalGeneration.from_pretrained(directory) loads, or
+    LlamaForCausalLM's for a LlamaConfig (flan_mix.models.hf_llama).
 
     Returns the paths written. Tensors are float32, in HF's [out, in] layout.
     """
-    directory = os.fspath(directory)
+    if isinstance(config, LlamaConfig):
+        return hf_llama.save_hf_checkpoint(params, config, directory, max_shard_bytes=max_shard_bytes)
     hf_config = hf_config_from_t5_config(config)
     state = hf_state_dict_from_params(params, config.num_heads, config.head_dim)
     for alias in _EMBED_ALIASES:  # tied to shared.weight in HF; save_pretrained leaves them out too
@@ -480,41 +398,7 @@ def save_hf_checkpoint(params: Mapping, config: T5Config, directory: str | os.Pa
             raise ValueError(f"{desc}: HF tensor {name!r} would have shape {state[name].shape}, but the config "
                              f"implies {want} ({_describe(dims, {})}).")
 
-    os.makedirs(directory, exist_ok=True)
-    written = []
-    config_path = os.path.join(directory, CONFIG_NAME)
-    with open(config_path, "w") as f:
-        json.dump(hf_config, f, indent=2, sort_keys=True)
-        f.write("\n")
-    written.append(config_path)
-
-    metadata = {"format": "pt"}  # transformers refuses safetensors files without it
-    total = sum(w.nbytes for w in state.values())
-    if max_shard_bytes is None or total <= max_shard_bytes:
-        path = os.path.join(directory, WEIGHTS_NAME)
-        save_file(state, path, metadata=metadata)
-        return written + [path]
-
-    shards: list[dict[str, np.ndarray]] = [{}]
-    size = 0
-    for name, w in state.items():
-        if shards[-1] and size + w.nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][name] = w
-        size += w.nbytes
-    weight_map = {}
-    for i, shard in enumerate(shards, start=1):
-        shard_name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        path = os.path.join(directory, shard_name)
-        save_file(shard, path, metadata=metadata)
-        written.append(path)
-        weight_map.update({name: shard_name for name in shard})
-    index_path = os.path.join(directory, WEIGHTS_INDEX_NAME)
-    with open(index_path, "w") as f:
-        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2, sort_keys=True)
-        f.write("\n")
-    return written + [index_path]
+    return write_checkpoint(directory, hf_config, state, max_shard_bytes)
 
 
 # T5Config fields that describe the checkpoint; dtype and attention settings belong to the hardware.
@@ -523,8 +407,10 @@ _ARCHITECTURE_FIELDS = ("vocab_size", "emb_dim", "num_heads", "head_dim", "mlp_d
                         "relative_attention_max_distance")
 
 
-def gin_bindings(config: T5Config, source: str = "") -> str:
+def gin_bindings(config: Any, source: str = "") -> str:
     """gin text that rebuilds `config`'s architecture (written beside an imported checkpoint)."""
+    if isinstance(config, LlamaConfig):
+        return hf_llama.gin_bindings(config, source)
     lines = [f"# T5Config of the checkpoint imported from {source}" if source else "# T5Config",
              "build_model.config = @T5Config()"]
     lines += [f"T5Config.{name} = {getattr(config, name)!r}" for name in _ARCHITECTURE_FIELDS]
