@@ -1,8 +1,10 @@
-"""Pallas flash attention with segment ids, causal masking and a fused T5 relative-position bias.
+"""Pallas flash attention with segment ids, causal and prefix-LM masking, grouped-query attention
+and a fused T5 relative-position bias.
 
 Semantics and layout are those of `reference.reference_attention`: q [B, Lq, H, D], k and v
-[B, Lk, H, D], int32 segment ids [B, L] with 0 marking padding, and an optional T5 bias given as
-the per-head bucket table [H, num_buckets]. The forward pass uses an online softmax; the
+[B, Lk, Hkv, D] with H % Hkv == 0, int32 segment ids [B, L] with 0 marking padding, optional
+prefix-LM flags [B, L], and an optional T5 bias given as the per-head bucket table
+[H, num_buckets]. The forward pass uses an online softmax; the
 backward pass is two Pallas kernels (dk/dv and dq/d-table) behind a `jax.custom_vjp`. No
 [B, H, Lq, Lk] array is ever written to HBM: logits, probabilities and their gradients exist
 only as [block_q, block_k] tiles inside a kernel.
@@ -51,6 +53,20 @@ has no scratch memory, so all accumulators are loop carries; the same code lower
 where the full-length K/V blocks are VMEM resident (fetched once per (batch, head) because
 their block index does not change along the q grid axis). Very long sequences on TPU are
 refused when that residency would not fit the VMEM budget.
+
+Grouped-query attention
+  Programs run per query head; the K/V BlockSpecs map query head h to kv head h // group, so
+  K/V are never repeated in HBM (and on TPU, whose pipeline skips the copy of a block whose
+  index did not change, consecutive heads of a group share one K/V fetch). dk/dv: see
+  _backward.
+
+Prefix-LM
+  A prefix only widens the causal mask, so fully past tiles stay unmasked and cheap. Tiles
+  above the diagonal are no longer all skippable: per q block, the kv loop runs up to the last
+  prefix key of any prefix query's segment (and per kv block, the q loop starts at the first
+  prefix query of any prefix key's segment). XLA computes those bounds from the flags and
+  segment ids (_prefix_reach, _kv_loop_ends, _q_loop_starts); they reach the kernels as one int
+  per (batch row, block).
 
 Fully masked query rows (padding, or a segment with no visible key) give zero output, an lse
 of +inf, and therefore exactly zero gradients.
@@ -208,12 +224,14 @@ class _Static:
     has_segments: bool
     buckets: _Buckets | None
     blocks: BlockSizes
+    has_prefix: bool = False  # prefix-LM flags widen the causal mask (needs causal)
+    kv_group: int = 1         # query heads per kv head (grouped-query attention)
 
 
 class _Kind(NamedTuple):
     """How one range of tiles is processed: which bias form, and whether to mask causally."""
     bias: str | None  # None, "first", "last" (scalar bias) or "band" (per-element bias)
-    causal: bool
+    causal: bool      # mask by d <= 0 (or'ed with the prefix-LM flags when there are any)
 
 
 # ----------------------------------------------------------------------------- kernel helpers
@@ -253,7 +271,8 @@ def _band_bias(d, table, buckets: _Buckets):
     return bias
 
 
-def _scores(a, b, *, st: _Static, kind: _Kind, table, delta, k_start, k_axis, q_seg, kv_seg):
+def _scores(a, b, *, st: _Static, kind: _Kind, table, delta, k_start, k_axis, q_seg, kv_seg,
+            q_pre, kv_pre):
     """Scaled, biased and masked logits of one tile, plus the relative distances d.
 
     a @ b.T is q @ k.T (k_axis=1) or, in the dk/dv kernel, k @ q.T (k_axis=0); delta is
@@ -278,6 +297,8 @@ def _scores(a, b, *, st: _Static, kind: _Kind, table, delta, k_start, k_axis, q_
         mask = (q_seg == kv_seg) & (q_seg != 0)
     if kind.causal:
         causal = d <= 0
+        if st.has_prefix:  # t5x decoder_causal_attention: inputs see each other
+            causal = causal | ((q_pre != 0) & (kv_pre != 0))
         mask = causal if mask is None else mask & causal
     if st.mask_kv_tail:
         valid = (k_start + _iota(shape, k_axis)) < st.kv_len
@@ -287,16 +308,19 @@ def _scores(a, b, *, st: _Static, kind: _Kind, table, delta, k_start, k_axis, q_
     return s, d
 
 
-def _kv_ranges(i, *, st: _Static, bq: int, bk: int, nk: int):
+def _kv_ranges(i, *, st: _Static, bq: int, bk: int, nk: int, prefix_end=None):
     """kv-block ranges [lo, hi) for q block i (forward and dq kernels), each with its _Kind.
 
     With a causal mask, blocks wholly above the diagonal are skipped and only blocks that
-    straddle it are masked. With a bias, blocks wholly in the first/last bucket interval get a
-    scalar bias. Tile (i, j) spans d in [j*bk - i*bq - bq + 1, j*bk + bk - 1 - i*bq].
+    straddle it are masked; prefix_end (a block count, with a prefix) extends the loop past the
+    diagonal, those tiles being masked too. With a bias, blocks wholly in the first/last bucket
+    interval get a scalar bias. Tile (i, j) spans d in [j*bk - i*bq - bq + 1, j*bk + bk - 1 - i*bq].
     """
     end = nk
     if st.causal:  # keep j with min d <= 0
         end = jnp.minimum(lax.div(i * bq + bq - 1, jnp.int32(bk)) + 1, nk)
+        if prefix_end is not None:
+            end = _clamp(prefix_end, end, nk)
     if st.buckets is None:
         if not st.causal:
             return [(0, nk, _Kind(None, False))]
@@ -314,11 +338,13 @@ def _kv_ranges(i, *, st: _Static, bq: int, bk: int, nk: int):
             (j2, end, _Kind("last", st.causal))]
 
 
-def _q_ranges(j, *, st: _Static, bq: int, bk: int, nq: int):
+def _q_ranges(j, *, st: _Static, bq: int, bk: int, nq: int, prefix_start=None):
     """q-block ranges for kv block j (dk/dv kernel): the mirror image of _kv_ranges."""
     start = 0
     if st.causal:  # keep i with min d <= 0, i.e. i*bq + bq - 1 >= j*bk
         start = jnp.minimum(lax.div(j * bk, jnp.int32(bq)), nq)
+        if prefix_start is not None:
+            start = _clamp(prefix_start, 0, start)
     if st.buckets is None:
         if not st.causal:
             return [(0, nq, _Kind(None, False))]
@@ -365,14 +391,20 @@ def _add_dbias(acc, ds, d, kind: _Kind, buckets: _Buckets):
 # ----------------------------------------------------------------------------- kernels
 
 
-def _fwd_kernel(q_ref, k_ref, v_ref, qseg_ref, kvseg_ref, tab_ref, o_ref, lse_ref, *,
-                st: _Static):
+def _prefix_bound(bound_ref, block):
+    """This block's prefix loop bound, from its batch row's [1, num_blocks] ints."""
+    return None if bound_ref is None else bound_ref[0, block]
+
+
+def _fwd_kernel(q_ref, k_ref, v_ref, qseg_ref, kvseg_ref, qpre_ref, kvpre_ref, bound_ref, tab_ref,
+                o_ref, lse_ref, *, st: _Static):
     head, qi = pl.program_id(1), pl.program_id(2)
     bq, bk = st.blocks.block_q, st.blocks.block_k
     nk = k_ref.shape[0] // bk
     q_start = qi * bq
     q = q_ref[...]
     q_seg = qseg_ref[...] if st.has_segments else None  # [bq, 1]
+    q_pre = qpre_ref[...] if st.has_prefix else None    # [bq, 1]
     table = _load_table(tab_ref, head, st)
 
     def body(j, carry, kind):
@@ -381,8 +413,10 @@ def _fwd_kernel(q_ref, k_ref, v_ref, qseg_ref, kvseg_ref, tab_ref, o_ref, lse_re
         k = k_ref[pl.ds(k_start, bk), :]
         v = v_ref[pl.ds(k_start, bk), :]
         kv_seg = kvseg_ref[:, pl.ds(k_start, bk)] if st.has_segments else None  # [1, bk]
+        kv_pre = kvpre_ref[:, pl.ds(k_start, bk)] if st.has_prefix else None
         s, _ = _scores(q, k, st=st, kind=kind, table=table, delta=k_start - q_start,
-                       k_start=k_start, k_axis=1, q_seg=q_seg, kv_seg=kv_seg)
+                       k_start=k_start, k_axis=1, q_seg=q_seg, kv_seg=kv_seg, q_pre=q_pre,
+                       kv_pre=kv_pre)
         m_new = jnp.maximum(m, jnp.max(s, axis=1, keepdims=True))
         alpha = jnp.exp(m - m_new)
         p = jnp.exp(s - m_new)
@@ -392,7 +426,8 @@ def _fwd_kernel(q_ref, k_ref, v_ref, qseg_ref, kvseg_ref, tab_ref, o_ref, lse_re
 
     init = (jnp.full((bq, 1), MASK_VALUE, jnp.float32), jnp.zeros((bq, 1), jnp.float32),
             jnp.zeros(q.shape, jnp.float32))
-    m, l, acc = _run_ranges(_kv_ranges(qi, st=st, bq=bq, bk=bk, nk=nk), body, init)
+    ranges = _kv_ranges(qi, st=st, bq=bq, bk=bk, nk=nk, prefix_end=_prefix_bound(bound_ref, qi))
+    m, l, acc = _run_ranges(ranges, body, init)
     # A row whose running max never left MASK_VALUE saw no visible key. Its l and acc hold
     # exp(0)-weighted garbage from the masked entries (for other rows that garbage is wiped by
     # the rescale alpha = exp(MASK_VALUE - real max) = 0), so zero it explicitly.
@@ -402,8 +437,8 @@ def _fwd_kernel(q_ref, k_ref, v_ref, qseg_ref, kvseg_ref, tab_ref, o_ref, lse_re
     lse_ref[...] = jnp.where(empty, jnp.inf, m + jnp.log(l))
 
 
-def _dkv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, qseg_ref, kvseg_ref, tab_ref,
-                dk_ref, dv_ref, *, st: _Static):
+def _dkv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, qseg_ref, kvseg_ref, qpre_ref,
+                kvpre_ref, bound_ref, tab_ref, dk_ref, dv_ref, *, st: _Static):
     """One kv block; loops over q blocks in the transposed orientation (rows = keys).
 
     Working on s.T = k @ q.T puts the per-query lse/delta on the lane axis as [1, block_q]
@@ -416,6 +451,7 @@ def _dkv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, qseg_ref, kvseg
     k = k_ref[...]
     v = v_ref[...]
     kv_seg = kvseg_ref[...] if st.has_segments else None  # [bk, 1]
+    kv_pre = kvpre_ref[...] if st.has_prefix else None    # [bk, 1]
     table = _load_table(tab_ref, head, st)
 
     def body(i, carry, kind):
@@ -426,8 +462,10 @@ def _dkv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, qseg_ref, kvseg
         lse = lse_ref[:, pl.ds(q_start, bq)]      # [1, bq]
         delta = delta_ref[:, pl.ds(q_start, bq)]  # [1, bq]
         q_seg = qseg_ref[:, pl.ds(q_start, bq)] if st.has_segments else None
+        q_pre = qpre_ref[:, pl.ds(q_start, bq)] if st.has_prefix else None
         s, _ = _scores(k, q, st=st, kind=kind, table=table, delta=k_start - q_start,
-                       k_start=k_start, k_axis=0, q_seg=q_seg, kv_seg=kv_seg)
+                       k_start=k_start, k_axis=0, q_seg=q_seg, kv_seg=kv_seg, q_pre=q_pre,
+                       kv_pre=kv_pre)
         p = jnp.exp(s - lse)  # [bk, bq]; masked entries and empty rows give exactly 0
         dv = dv + jnp.dot(p.astype(do.dtype), do, preferred_element_type=jnp.float32)
         dp = lax.dot_general(v, do, _NT, preferred_element_type=jnp.float32)
@@ -436,15 +474,16 @@ def _dkv_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, qseg_ref, kvseg
         return dk, dv
 
     init = (jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32))
-    dk, dv = _run_ranges(_q_ranges(kj, st=st, bq=bq, bk=bk, nq=nq), body, init)
+    ranges = _q_ranges(kj, st=st, bq=bq, bk=bk, nq=nq, prefix_start=_prefix_bound(bound_ref, kj))
+    dk, dv = _run_ranges(ranges, body, init)
     if st.sm_scale != 1.0:
         dk = dk * st.sm_scale
     dk_ref[...] = dk.astype(dk_ref.dtype)
     dv_ref[...] = dv.astype(dv_ref.dtype)
 
 
-def _dq_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, qseg_ref, kvseg_ref, tab_ref,
-               dq_ref, dtab_ref, *, st: _Static):
+def _dq_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, qseg_ref, kvseg_ref, qpre_ref,
+               kvpre_ref, bound_ref, tab_ref, dq_ref, dtab_ref, *, st: _Static):
     """One q block; loops over kv blocks, accumulating dq and this block's partial d(table)."""
     head, qi = pl.program_id(1), pl.program_id(2)
     bq, bk = st.blocks.block_q_dq, st.blocks.block_k_dq
@@ -455,6 +494,7 @@ def _dq_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, qseg_ref, kvseg_
     lse = lse_ref[...]      # [bq, 1]
     delta = delta_ref[...]  # [bq, 1]
     q_seg = qseg_ref[...] if st.has_segments else None
+    q_pre = qpre_ref[...] if st.has_prefix else None
     table = _load_table(tab_ref, head, st)
 
     def body(j, carry, kind):
@@ -463,8 +503,10 @@ def _dq_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, qseg_ref, kvseg_
         k = k_ref[pl.ds(k_start, bk), :]
         v = v_ref[pl.ds(k_start, bk), :]
         kv_seg = kvseg_ref[:, pl.ds(k_start, bk)] if st.has_segments else None
+        kv_pre = kvpre_ref[:, pl.ds(k_start, bk)] if st.has_prefix else None
         s, d = _scores(q, k, st=st, kind=kind, table=table, delta=k_start - q_start,
-                       k_start=k_start, k_axis=1, q_seg=q_seg, kv_seg=kv_seg)
+                       k_start=k_start, k_axis=1, q_seg=q_seg, kv_seg=kv_seg, q_pre=q_pre,
+                       kv_pre=kv_pre)
         p = jnp.exp(s - lse)
         dp = lax.dot_general(do, v, _NT, preferred_element_type=jnp.float32)
         ds = p * (dp - delta)
@@ -477,7 +519,8 @@ def _dq_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, qseg_ref, kvseg_
     if dtab_ref is not None:
         dtab0 = jnp.zeros((1, dtab_ref.shape[-1]), jnp.float32)
     init = (jnp.zeros(q.shape, jnp.float32), dtab0)
-    dq, dtab = _run_ranges(_kv_ranges(qi, st=st, bq=bq, bk=bk, nk=nk), body, init)
+    ranges = _kv_ranges(qi, st=st, bq=bq, bk=bk, nk=nk, prefix_end=_prefix_bound(bound_ref, qi))
+    dq, dtab = _run_ranges(ranges, body, init)
     if st.sm_scale != 1.0:
         dq = dq * st.sm_scale
     dq_ref[...] = dq.astype(dq_ref.dtype)
@@ -488,17 +531,21 @@ def _dq_kernel(q_ref, k_ref, v_ref, do_ref, lse_ref, delta_ref, qseg_ref, kvseg_
 # ----------------------------------------------------------------------------- pallas_calls
 
 
-def _seq_spec(st: _Static, rows: int, head_dim: int, blocked: bool):
+def _seq_spec(st: _Static, rows: int, head_dim: int, blocked: bool, group: int = 1):
     """BlockSpec for a [B, L, H, D] (or [B, H, L, D] on TPU) array: one block of `rows` rows
-    per grid step along axis 2 when `blocked`, else the whole sequence."""
+    per grid step along axis 2 when `blocked`, else the whole sequence. The grid runs over query
+    heads; group > 1 maps query head h to head h // group of a K/V array."""
     sq = pl.squeezed
+    # lax.div, not //: heads are >= 0, and floor division lowers through `sign`, which Mosaic
+    # only lowers with a TPU attached.
+    hd = (lambda h: h) if group == 1 else (lambda h: lax.div(h, jnp.int32(group)))
     if st.layout == "bhld":
         if blocked:
-            return pl.BlockSpec((sq, sq, rows, head_dim), lambda b, h, n: (b, h, n, 0))
-        return pl.BlockSpec((sq, sq, rows, head_dim), lambda b, h, n: (b, h, 0, 0))
+            return pl.BlockSpec((sq, sq, rows, head_dim), lambda b, h, n: (b, hd(h), n, 0))
+        return pl.BlockSpec((sq, sq, rows, head_dim), lambda b, h, n: (b, hd(h), 0, 0))
     if blocked:
-        return pl.BlockSpec((sq, rows, sq, head_dim), lambda b, h, n: (b, n, h, 0))
-    return pl.BlockSpec((sq, rows, sq, head_dim), lambda b, h, n: (b, 0, h, 0))
+        return pl.BlockSpec((sq, rows, sq, head_dim), lambda b, h, n: (b, n, hd(h), 0))
+    return pl.BlockSpec((sq, rows, sq, head_dim), lambda b, h, n: (b, 0, hd(h), 0))
 
 
 def _col_spec(rows: int, per_head: bool, blocked: bool):
@@ -517,6 +564,16 @@ def _row_spec(length: int, per_head: bool):
         return (b, h, 0, 0) if per_head else (b, 0, 0)
     sq = pl.squeezed
     shape = (sq, sq, 1, length) if per_head else (sq, 1, length)
+    return pl.BlockSpec(shape, index)
+
+
+def _bounds_spec(st: _Static, num_blocks: int):
+    """[B, 1, num_blocks] prefix loop bounds: the batch row's ints, read as scalars. The unit
+    axis makes the block's two minor dims whole, as Mosaic requires; SMEM on TPU."""
+    shape, index = (pl.squeezed, 1, num_blocks), lambda b, h, n: (b, 0, 0)
+    if st.backend == "tpu":
+        from jax.experimental.pallas import tpu as pltpu
+        return pl.BlockSpec(shape, index, memory_space=pltpu.SMEM)
     return pl.BlockSpec(shape, index)
 
 
@@ -574,18 +631,88 @@ def _cost(st: _Static, batch, heads, lq, lk, d, matmuls, arrays) -> pl.CostEstim
                            bytes_accessed=int(sum(a.size * a.dtype.itemsize for a in arrays)))
 
 
-def _forward(st: _Static, q, k, v, q_seg, kv_seg, table):
+class _Prefix(NamedTuple):
+    """Prefix-LM inputs on the padded lengths, all int32 (see _prefix_reach)."""
+    q_flags: jax.Array   # [B, Lq]
+    kv_flags: jax.Array  # [B, Lk]
+    reach: jax.Array     # [B, Lq]: 1 + the last key prefix query t sees, 0 for other queries
+    first: jax.Array     # [B, Lk]: the first query that sees prefix key k, _FAR for other keys
+
+
+_FAR = 2**30  # "no query": larger than any position, small enough not to overflow
+
+
+def _prefix_reach(prefix, q_segment_ids, kv_segment_ids):
+    """Per-position reach / first of the prefix-LM mask (unpadded [B, L] inputs).
+
+    Exact per segment when the ids lie in [0, L]; other ids are folded into that range, so two
+    segments may share a group, which only loosens the bounds (more tiles visited, still masked).
+    """
+    batch, length = prefix.shape
+    flags = prefix != 0
+    if q_segment_ids is None:
+        q_segment_ids = kv_segment_ids = jnp.ones((batch, length), jnp.int32)
+    q_on, k_on = flags & (q_segment_ids != 0), flags & (kv_segment_ids != 0)
+    group = lambda seg: jnp.where(seg == 0, 0, jnp.clip(seg, 1, length))
+    qg, kg = group(q_segment_ids), group(kv_segment_ids)
+    pos = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), (batch, length))
+    per_row = lambda f: jax.vmap(functools.partial(f, num_segments=length + 1))
+    last_key = per_row(jax.ops.segment_max)(jnp.where(k_on, pos, -1), kg)
+    first_query = per_row(jax.ops.segment_min)(jnp.where(q_on, pos, _FAR), qg)
+    reach = jnp.where(q_on, jnp.take_along_axis(last_key, qg, axis=1) + 1, 0)
+    first = jnp.where(k_on, jnp.take_along_axis(first_query, kg, axis=1), _FAR)
+    # Empty groups hold the reductions' identities (int32 min / max): clip them to "none".
+    return jnp.maximum(reach, 0), jnp.minimum(first, _FAR)
+
+
+def _kv_loop_ends(pre: _Prefix, bq: int, bk: int):
+    """[B, Lq / bq]: per q block, the number of kv blocks its prefix queries need."""
+    batch, lq = pre.reach.shape
+    top = jnp.max(pre.reach.reshape(batch, lq // bq, bq), axis=-1)
+    return (top + bk - 1) // bk
+
+
+def _q_loop_starts(pre: _Prefix, bq: int, bk: int):
+    """[B, Lk / bk]: per kv block, the first q block that sees one of its prefix keys."""
+    batch, lk = pre.first.shape
+    low = jnp.min(pre.first.reshape(batch, lk // bk, bk), axis=-1)
+    return low // bq
+
+
+def _prefix_inputs(st: _Static, pre: _Prefix | None, bq: int, bk: int, lq: int, lk: int,
+                   q_loop: bool):
+    """(arrays, specs) for the kernels' qpre, kvpre and bound refs (all None without a prefix).
+
+    The kv-looping kernels (forward, dq) take q flags as a [bq, 1] column and kv flags as a
+    whole [1, Lk] row; the q-looping dk/dv kernel the transpose.
+    """
+    if pre is None:
+        return (None,) * 3, [None] * 3
+    if q_loop:
+        bounds = _q_loop_starts(pre, bq, bk)
+        return ((pre.q_flags[:, None, :], pre.kv_flags[:, :, None], bounds[:, None, :]),
+                [_row_spec(lq, per_head=False), _col_spec(bk, per_head=False, blocked=True),
+                 _bounds_spec(st, bounds.shape[1])])
+    bounds = _kv_loop_ends(pre, bq, bk)
+    return ((pre.q_flags[:, :, None], pre.kv_flags[:, None, :], bounds[:, None, :]),
+            [_col_spec(bq, per_head=False, blocked=True), _row_spec(lk, per_head=False),
+             _bounds_spec(st, bounds.shape[1])])
+
+
+def _forward(st: _Static, q, k, v, q_seg, kv_seg, pre, table):
     """Runs the forward kernel on padded, kernel-layout arrays. Returns o and lse [B,H,Lq,1]."""
     batch, heads, head_dim = q.shape[0], _num_heads(q, st), q.shape[-1]
     lq, lk = _seq_len(q, st), _seq_len(k, st)
     bq, bk = st.blocks.block_q, st.blocks.block_k
     seg_args = (q_seg[:, :, None], kv_seg[:, None, :]) if st.has_segments else (None, None)
+    pre_args, pre_specs = _prefix_inputs(st, pre, bq, bk, lq, lk, q_loop=False)
     in_specs = [
         _seq_spec(st, bq, head_dim, blocked=True),
-        _seq_spec(st, lk, head_dim, blocked=False),
-        _seq_spec(st, lk, head_dim, blocked=False),
+        _seq_spec(st, lk, head_dim, blocked=False, group=st.kv_group),
+        _seq_spec(st, lk, head_dim, blocked=False, group=st.kv_group),
         _col_spec(bq, per_head=False, blocked=True) if st.has_segments else None,
         _row_spec(lk, per_head=False) if st.has_segments else None,
+        *pre_specs,
         _table_spec(st, 0 if table is None else table.shape[0]),
     ]
     out_shape = [jax.ShapeDtypeStruct(q.shape, q.dtype),
@@ -603,11 +730,11 @@ def _forward(st: _Static, q, k, v, q_seg, kv_seg, table):
         cost_estimate=_cost(st, batch, heads, lq, lk, head_dim, 2, (q, k, v)),
         interpret=st.interpret,
         name="flan_flash_fwd",
-    )(q, k, v, *seg_args, table)
+    )(q, k, v, *seg_args, *pre_args, table)
     return o, lse
 
 
-def _backward(st: _Static, q, k, v, q_seg, kv_seg, table, o, lse, do):
+def _backward(st: _Static, q, k, v, q_seg, kv_seg, pre, table, o, lse, do):
     """dq, dk, dv (kernel layout) and the [H, num_buckets_padded] table gradient (or None)."""
     batch, heads, head_dim = q.shape[0], _num_heads(q, st), q.shape[-1]
     lq, lk = _seq_len(q, st), _seq_len(k, st)
@@ -624,9 +751,22 @@ def _backward(st: _Static, q, k, v, q_seg, kv_seg, table, o, lse, do):
         q_seg_col = q_seg_row = kv_seg_col = kv_seg_row = None
     seg = st.has_segments
     table_spec = _table_spec(st, 0 if table is None else table.shape[0])
+    group = st.kv_group
 
-    # dk, dv: grid over kv blocks.
+    # dk, dv: grid over (query head, kv block). With grouped heads each program writes its query
+    # head's share of dk/dv to a private f32 slot of a [B, Lk, H, D] array, and XLA sums each
+    # group afterwards, rather than one program per kv head looping over its group:
+    #   * parallelism stays B * H * Lk / block programs; with few kv heads (multi-query: one)
+    #     a per-kv-head grid leaves most GPU SMs / TPU cores idle at small batch;
+    #   * the kernel body and its BlockSpecs are unchanged and work for any group size (a
+    #     [group, ...] q block would need power-of-two groups on Triton; Qwen uses 7);
+    #   * one writer per slot: deterministic, no atomics, as for the table gradient.
+    # The cost is group x 2 f32 partial arrays in HBM (linear in L, like an f32 copy of q).
     bq, bk = st.blocks.block_q_dkv, st.blocks.block_k_dkv
+    pre_args, pre_specs = _prefix_inputs(st, pre, bq, bk, lq, lk, q_loop=True)
+    part_dtype = lambda x: x.dtype if group == 1 else jnp.float32
+    head_axis = 1 if st.layout == "bhld" else 2
+    part_shape = k.shape[:head_axis] + (heads,) + k.shape[head_axis + 1:]
     vmem = _vmem_estimate(_nbytes((2 * lq + 4 * bk, head_dim), q.dtype), rows=3 * lq, cols=bk,
                           tile_elems=bq * bk)
     dk, dv = pl.pallas_call(
@@ -634,27 +774,31 @@ def _backward(st: _Static, q, k, v, q_seg, kv_seg, table, o, lse, do):
         grid=(batch, heads, lk // bk),
         in_specs=[
             _seq_spec(st, lq, head_dim, blocked=False),
-            _seq_spec(st, bk, head_dim, blocked=True),
-            _seq_spec(st, bk, head_dim, blocked=True),
+            _seq_spec(st, bk, head_dim, blocked=True, group=group),
+            _seq_spec(st, bk, head_dim, blocked=True, group=group),
             _seq_spec(st, lq, head_dim, blocked=False),
             _row_spec(lq, per_head=True),
             _row_spec(lq, per_head=True),
             _row_spec(lq, per_head=False) if seg else None,
             _col_spec(bk, per_head=False, blocked=True) if seg else None,
+            *pre_specs,
             table_spec,
         ],
         out_specs=[_seq_spec(st, bk, head_dim, blocked=True),
                    _seq_spec(st, bk, head_dim, blocked=True)],
-        out_shape=[jax.ShapeDtypeStruct(k.shape, k.dtype),
-                   jax.ShapeDtypeStruct(v.shape, v.dtype)],
+        out_shape=[jax.ShapeDtypeStruct(part_shape, part_dtype(k)),
+                   jax.ShapeDtypeStruct(part_shape, part_dtype(v))],
         compiler_params=_compiler_params(st, vmem),
         cost_estimate=_cost(st, batch, heads, lq, lk, head_dim, 4, (q, k, v, do)),
         interpret=st.interpret,
         name="flan_flash_dkv",
-    )(q, k, v, do, lse_row, delta_row, q_seg_row, kv_seg_col, table)
+    )(q, k, v, do, lse_row, delta_row, q_seg_row, kv_seg_col, *pre_args, table)
+    if group > 1:
+        dk, dv = _sum_groups(dk, st, k.dtype), _sum_groups(dv, st, v.dtype)
 
     # dq and the per-(batch, head, q-block) partial table gradients: grid over q blocks.
     bq, bk = st.blocks.block_q_dq, st.blocks.block_k_dq
+    pre_args, pre_specs = _prefix_inputs(st, pre, bq, bk, lq, lk, q_loop=False)
     out_shape = [jax.ShapeDtypeStruct(q.shape, q.dtype)]
     out_specs = [_seq_spec(st, bq, head_dim, blocked=True)]
     if st.buckets is not None:
@@ -672,13 +816,14 @@ def _backward(st: _Static, q, k, v, q_seg, kv_seg, table, o, lse, do):
         grid=(batch, heads, lq // bq),
         in_specs=[
             _seq_spec(st, bq, head_dim, blocked=True),
-            _seq_spec(st, lk, head_dim, blocked=False),
-            _seq_spec(st, lk, head_dim, blocked=False),
+            _seq_spec(st, lk, head_dim, blocked=False, group=group),
+            _seq_spec(st, lk, head_dim, blocked=False, group=group),
             _seq_spec(st, bq, head_dim, blocked=True),
             _col_spec(bq, per_head=True, blocked=True),
             _col_spec(bq, per_head=True, blocked=True),
             _col_spec(bq, per_head=False, blocked=True) if seg else None,
             _row_spec(lk, per_head=False) if seg else None,
+            *pre_specs,
             table_spec,
         ],
         out_specs=out_specs,
@@ -687,32 +832,41 @@ def _backward(st: _Static, q, k, v, q_seg, kv_seg, table, o, lse, do):
         cost_estimate=_cost(st, batch, heads, lq, lk, head_dim, 3, (q, k, v, do)),
         interpret=st.interpret,
         name="flan_flash_dq",
-    )(q, k, v, do, lse_col, delta_col, q_seg_col, kv_seg_row, table)
+    )(q, k, v, do, lse_col, delta_col, q_seg_col, kv_seg_row, *pre_args, table)
     if dtab is not None:
         dtab = jnp.sum(dtab, axis=(0, 2, 3))  # reduce the partial tables: [H, nbp]
     return dq, dk, dv, dtab
+
+
+def _sum_groups(partial, st: _Static, dtype):
+    """[.., H, ..] per-query-head partials -> [.., Hkv, ..]: query head h = kv head * group + i."""
+    head_axis, shape = (1 if st.layout == "bhld" else 2), partial.shape
+    grouped = partial.reshape(shape[:head_axis] + (shape[head_axis] // st.kv_group, st.kv_group)
+                              + shape[head_axis + 1:])
+    return jnp.sum(grouped, axis=head_axis + 1).astype(dtype)
 
 
 # ----------------------------------------------------------------------------- custom_vjp
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _flash_core(st: _Static, q, k, v, q_seg, kv_seg, table):
-    return _forward(st, q, k, v, q_seg, kv_seg, _flat_table(table))[0]
+def _flash_core(st: _Static, q, k, v, q_seg, kv_seg, pre, table):
+    return _forward(st, q, k, v, q_seg, kv_seg, pre, _flat_table(table))[0]
 
 
-def _flash_core_fwd(st: _Static, q, k, v, q_seg, kv_seg, table):
-    o, lse = _forward(st, q, k, v, q_seg, kv_seg, _flat_table(table))
-    return o, (q, k, v, q_seg, kv_seg, table, o, lse)
+def _flash_core_fwd(st: _Static, q, k, v, q_seg, kv_seg, pre, table):
+    o, lse = _forward(st, q, k, v, q_seg, kv_seg, pre, _flat_table(table))
+    return o, (q, k, v, q_seg, kv_seg, pre, table, o, lse)
 
 
 def _flash_core_bwd(st: _Static, residuals, do):
-    q, k, v, q_seg, kv_seg, table, o, lse = residuals
-    dq, dk, dv, dtab = _backward(st, q, k, v, q_seg, kv_seg, _flat_table(table), o, lse, do)
+    q, k, v, q_seg, kv_seg, pre, table, o, lse = residuals
+    dq, dk, dv, dtab = _backward(st, q, k, v, q_seg, kv_seg, pre, _flat_table(table), o, lse,
+                                 do)
     dtable = None
     if table is not None:
         dtable = dtab[:, :table.shape[1]].astype(table.dtype)
-    return dq, dk, dv, None, None, dtable
+    return dq, dk, dv, None, None, None, dtable
 
 
 _flash_core.defvjp(_flash_core_fwd, _flash_core_bwd)
@@ -779,15 +933,18 @@ def _padded_head_dim(head_dim: int, backend: str) -> int:
     return head_dim
 
 
-def _check_inputs(q, k, v, q_segment_ids, kv_segment_ids, bias_table, sm_scale):
+def _check_inputs(q, k, v, q_segment_ids, kv_segment_ids, bias_table, sm_scale, causal,
+                  prefix):
     if q.ndim != 4 or k.ndim != 4 or v.ndim != 4:
         raise ValueError("flash_attention: q, k and v must be [batch, length, heads, head_dim]; "
                          f"got q{q.shape}, k{k.shape}, v{v.shape}")
     if k.shape != v.shape:
         raise ValueError(f"flash_attention: k{k.shape} and v{v.shape} must have the same shape")
-    if q.shape[0] != k.shape[0] or q.shape[2:] != k.shape[2:]:
-        raise ValueError(f"flash_attention: q{q.shape} and k{k.shape} must agree on batch, heads "
-                         "and head_dim (grouped/multi-query attention is not supported)")
+    if q.shape[0] != k.shape[0] or q.shape[3] != k.shape[3] or q.shape[2] % k.shape[2]:
+        raise ValueError(
+            f"flash_attention: q{q.shape} and k{k.shape} must agree on batch, heads and head_dim, "
+            f"where grouped-query attention needs the {q.shape[2]} query heads to be a multiple "
+            f"of the {k.shape[2]} key/value heads")
     if q.shape[1] == 0 or k.shape[1] == 0:
         raise ValueError("flash_attention: empty sequences are not supported")
     if not (q.dtype == k.dtype == v.dtype) or not jnp.issubdtype(q.dtype, jnp.floating):
@@ -809,19 +966,33 @@ def _check_inputs(q, k, v, q_segment_ids, kv_segment_ids, bias_table, sm_scale):
                              f"num_buckets]; got {bias_table.shape}")
     if isinstance(sm_scale, jax.Array) or not np.isscalar(sm_scale):
         raise ValueError("flash_attention: sm_scale must be a Python number (it is compiled in)")
+    if prefix is not None:
+        if not causal:
+            raise ValueError("flash_attention: prefix (prefix-LM) needs causal=True: it only "
+                             "widens a causal mask")
+        if prefix.shape != q.shape[:2] or q.shape[1] != k.shape[1]:
+            raise ValueError(
+                f"flash_attention: prefix is for self-attention: it must be [batch, length] = "
+                f"{q.shape[:2]} with q and k of one length; got prefix {prefix.shape}, q{q.shape}, "
+                f"k{k.shape}")
+        if not (jnp.issubdtype(prefix.dtype, jnp.integer) or prefix.dtype == jnp.bool_):
+            raise ValueError(f"flash_attention: prefix must be int or bool, got {prefix.dtype}")
 
 
 def flash_attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, causal: bool = False,
                     sm_scale: float = 1.0, bias_table=None, bidirectional: bool = True,
                     max_distance: int = 128, block_sizes: BlockSizes | None = None,
-                    interpret: bool | None = None, backend: str | None = None):
+                    interpret: bool | None = None, backend: str | None = None, prefix=None):
     """softmax(sm_scale * q k^T + T5 bias, masked) v, as reference.reference_attention.
 
     Args:
-      q: [B, Lq, H, D]; k, v: [B, Lk, H, D] (Lq != Lk is fine), one floating dtype.
+      q: [B, Lq, H, D]; k, v: [B, Lk, Hkv, D] (Lq != Lk is fine), one floating dtype; H must be
+        a multiple of Hkv, and query head h reads kv head h // (H // Hkv).
       q_segment_ids, kv_segment_ids: int [B, Lq] / [B, Lk]; a query sees only keys of its own
         segment, and 0 is padding (sees and is seen by nothing). Pass both or neither.
       causal: key position <= query position (positions counted from 0 in both).
+      prefix: optional int/bool [B, L] prefix-LM flags (self-attention, causal only): a flagged
+        query also sees the later flagged keys of its segment.
       sm_scale: logit scale (T5 uses 1.0); a Python number.
       bias_table: optional [H, num_buckets] T5 relative-position table; the bucket of
         k_pos - q_pos (over the packed row) is computed in-kernel, and the gradient flows to the
@@ -835,7 +1006,7 @@ def flash_attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, causal:
     Returns: [B, Lq, H, D] in q.dtype. Queries with no visible key get zeros.
     Lengths and head dims the backend cannot tile are zero-padded, and the padding is masked.
     """
-    _check_inputs(q, k, v, q_segment_ids, kv_segment_ids, bias_table, sm_scale)
+    _check_inputs(q, k, v, q_segment_ids, kv_segment_ids, bias_table, sm_scale, causal, prefix)
     backend = _resolve_backend(backend)
     if interpret is None:
         interpret = backend == "cpu"
@@ -862,7 +1033,8 @@ def flash_attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, causal:
                  layout="bhld" if backend == "tpu" else "blhd", causal=bool(causal),
                  sm_scale=float(sm_scale), kv_len=lk,
                  mask_kv_tail=lk_pad != lk and not has_segments,
-                 has_segments=has_segments, buckets=buckets, blocks=blocks)
+                 has_segments=has_segments, buckets=buckets, blocks=blocks,
+                 has_prefix=prefix is not None, kv_group=heads // k.shape[2])
 
     def prep(x, length):
         x = jnp.pad(x, ((0, 0), (0, length - x.shape[1]), (0, 0), (0, d_pad - head_dim)))
@@ -873,7 +1045,14 @@ def flash_attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, causal:
     if has_segments:
         q_seg = jnp.pad(q_segment_ids.astype(jnp.int32), ((0, 0), (0, lq_pad - lq)))
         kv_seg = jnp.pad(kv_segment_ids.astype(jnp.int32), ((0, 0), (0, lk_pad - lk)))
-    out = _flash_core(st, qp, kp, vp, q_seg, kv_seg, bias_table)
+    pre = None
+    if prefix is not None:
+        reach, first = _prefix_reach(prefix, q_segment_ids, kv_segment_ids)
+        pad = lambda x, length, fill=0: jnp.pad(x.astype(jnp.int32), ((0, 0), (0, length - lk)),
+                                                constant_values=fill)
+        pre = _Prefix(q_flags=pad(prefix != 0, lq_pad), kv_flags=pad(prefix != 0, lk_pad),
+                      reach=pad(reach, lq_pad), first=pad(first, lk_pad, _FAR))
+    out = _flash_core(st, qp, kp, vp, q_seg, kv_seg, pre, bias_table)
     if st.layout == "bhld":
         out = jnp.swapaxes(out, 1, 2)
     return out[:, :lq, :, :head_dim]

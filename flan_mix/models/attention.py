@@ -42,9 +42,6 @@ def attention(q, k, v, *, q_segment_ids=None, kv_segment_ids=None, causal: bool 
                          "incremental decoding runs with implementation='xla'.")
     if implementation == "pallas":
         from flan_mix.kernels import flash_attention  # imported lazily: Pallas is heavy to load
-        if kwargs.pop("prefix") is not None:
-            raise ValueError("attention(implementation='pallas') has no prefix-LM mask yet; "
-                             "use implementation='xla'.")
         return flash_attention.flash_attention(q, k, v, block_sizes=block_sizes, **kwargs)
     if implementation == "cudnn":
         return _cudnn_attention(q, k, v, **kwargs)
