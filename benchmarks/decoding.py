@@ -117,7 +117,7 @@ def hf_generate(hf, tokens: np.ndarray, new_tokens: int, *, with_logits: bool = 
 
 
 def our_generate(model, params, tokens, decoding: DecodingConfig) -> np.ndarray:
-    return np.asarray(jax.block_until_ready(model.predict(params, {"encoder_input_tokens": tokens}, decoding)))
+    return np.asarray(jax.block_until_ready(model.predict(params, {"inputs": tokens}, decoding)))
 
 
 def cpu_seconds() -> float:
@@ -211,8 +211,8 @@ def bench_rank(model, params, rng, args) -> dict:
             tokens = pad_rows(chunk + [np.zeros(1, np.int32)] * (per_call - len(chunk)), args.mc_len)
             with mesh:
                 tokens = jax.device_put(tokens, partitioning.replicated(mesh))
-                ids = model.predict(params, {"encoder_input_tokens": tokens}, decoding)
-            out.extend(strip_after_eos(np.asarray(jax.device_get(ids))[:len(chunk)]))
+                ids = model.predict(params, {"inputs": tokens}, decoding)
+            out.extend(strip_after_eos(np.asarray(jax.device_get(ids))[:len(chunk)], EOS_ID))
         return out
 
     start = time.perf_counter()

@@ -41,8 +41,8 @@ def _encoder_inputs(seed, batch, length, vocab):
 def test_num_beams_1_is_the_greedy_decoder(tiny):
     model, params = tiny
     enc = _encoder_inputs(0, 4, 12, 128)
-    greedy = np.asarray(model.predict(params, {"encoder_input_tokens": enc}, DecodingConfig(10)))
-    one_beam = np.asarray(model.predict(params, {"encoder_input_tokens": enc},
+    greedy = np.asarray(model.predict(params, {"inputs": enc}, DecodingConfig(10)))
+    one_beam = np.asarray(model.predict(params, {"inputs": enc},
                                         DecodingConfig(10, num_beams=1, length_penalty=0.6)))
     np.testing.assert_array_equal(one_beam, greedy)
 
@@ -53,7 +53,7 @@ def test_one_beam_search_follows_the_greedy_path(tiny):
     alpha = 0 it returns greedy's sequence, or greedy's prefix + EOS with a score at least as high."""
     model, params = tiny
     enc = _encoder_inputs(1, 8, 12, 128)
-    greedy = np.asarray(model.predict(params, {"encoder_input_tokens": enc}, DecodingConfig(10)))
+    greedy = np.asarray(model.predict(params, {"inputs": enc}, DecodingConfig(10)))
     ids, scores = beam_decode(model.module, params, jnp.asarray(enc), decoding=DecodingConfig(10, num_beams=1))
     ids, scores = np.asarray(ids)[:, 0], np.asarray(scores)[:, 0]
     beam_scores, greedy_scores = _teacher_forced(model, params, np.concatenate([enc, enc]),
@@ -142,7 +142,7 @@ def test_beam_search_matches_exhaustive_search(peaked, alpha):
     np.testing.assert_array_equal(ids[:, 0], [_padded(s) for s in best])
     np.testing.assert_allclose(got, top[:, :EXACT_BEAMS], atol=SCORE_ATOL)  # the whole top K, in order
     np.testing.assert_array_equal(
-        np.asarray(model.predict(params, {"encoder_input_tokens": enc},
+        np.asarray(model.predict(params, {"inputs": enc},
                                  DecodingConfig(T, num_beams=EXACT_BEAMS, length_penalty=alpha, valid_vocab_size=VALID))),
         ids[:, 0])
 
@@ -156,7 +156,7 @@ def test_beam_search_matches_exhaustive_search(peaked, alpha):
         narrow_misses += int((ids[:, 0] != [_padded(s) for s in best]).any(1).sum())
 
     # The setup is hard enough to mean something: greedy and narrow beams miss on some rows.
-    greedy = np.asarray(model.predict(params, {"encoder_input_tokens": enc}, DecodingConfig(T, valid_vocab_size=VALID)))
+    greedy = np.asarray(model.predict(params, {"inputs": enc}, DecodingConfig(T, valid_vocab_size=VALID)))
     assert (greedy != [_padded(s) for s in best]).any(1).sum() >= 3 and narrow_misses >= 3
 
 
@@ -185,7 +185,7 @@ def test_padded_vocab_never_appears_in_beams(tiny):
     assert (unmasked >= 10).any()  # without the mask, this model does pick ids past 10
     masked, scores = beams(10)
     assert (masked < 10).all() and (scores > -1e3).all()  # every beam real, none built on a masked id
-    predicted = model.predict(params, {"encoder_input_tokens": enc},
+    predicted = model.predict(params, {"inputs": enc},
                               DecodingConfig(8, num_beams=4, valid_vocab_size=10))
     assert (np.asarray(predicted) < 10).all()
 
@@ -233,8 +233,9 @@ def test_self_consistency_votes_over_seeds_with_a_fake_sampler():
 
 
 class _DigitVocab:
-    """A toy vocabulary: ids 0..5 written as digits (generate uses .decode and .vocab_size)."""
+    """A toy vocabulary: ids 0..5 written as digits (generate uses .decode, .vocab_size and .eos_id)."""
     vocab_size = 6
+    eos_id = 1
 
     def decode(self, ids):
         return " ".join(str(i) for i in ids)

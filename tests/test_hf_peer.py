@@ -175,7 +175,7 @@ def test_greedy_decode_matches_hf_generate(hf_model, params, batch):
     theirs = out.sequences.numpy()
     assert (theirs[:, 0] == 0).all()  # HF returns the decoder start token first
     theirs = np.pad(theirs[:, 1:], ((0, 0), (0, MAX_DECODE_LEN + 1 - theirs.shape[1])))
-    ours = np.asarray(EncoderDecoderModel(OURS).predict(params, {"encoder_input_tokens": jnp.asarray(enc)},
+    ours = np.asarray(EncoderDecoderModel(OURS).predict(params, {"inputs": jnp.asarray(enc)},
                                                         DecodingConfig(max_decode_len=MAX_DECODE_LEN)))
     np.testing.assert_array_equal(ours, theirs)
     # The comparison covers rows that stop at EOS at different steps and a row that runs to the

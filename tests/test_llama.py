@@ -276,7 +276,7 @@ def test_cached_decoding_matches_teacher_forcing(untied, prefix_lm):
     model = DecoderOnlyModel(cfg)
     prompts, _ = _pairs(np.random.default_rng(5), (3, 10, 6), ())
     padded = np.stack([np.pad(p, (0, 10 - len(p))) for p in prompts])
-    out = np.asarray(model.predict(params, {"encoder_input_tokens": padded}, DecodingConfig(max_decode_len=8)))
+    out = np.asarray(model.predict(params, {"inputs": padded}, DecodingConfig(max_decode_len=8)))
     batch = model.unpacked_batch(prompts, list(out), inputs_length=10, targets_length=8)
     expected = np.argmax(_our_logits(cfg, params, batch), -1)
     for row, prompt in enumerate(prompts):

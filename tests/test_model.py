@@ -102,7 +102,7 @@ def test_cached_decoding_matches_teacher_forcing(model_and_params):
     enc = rng.integers(2, 128, (3, 20)).astype(np.int32)
     enc[1, 12:] = 0  # padding
     out = np.asarray(EncoderDecoderModel(model.config).predict(
-        params, {"encoder_input_tokens": enc}, DecodingConfig(max_decode_len=10)))
+        params, {"inputs": enc}, DecodingConfig(max_decode_len=10)))
     dec_in = np.concatenate([np.zeros((3, 1), np.int32), out[:, :-1]], axis=1)
     logits = model.apply({"params": params}, enc, dec_in, np.ones_like(dec_in))
     expected = np.argmax(np.asarray(logits), -1)

@@ -201,7 +201,7 @@ def get_batches(mixture_or_task_name: str, *, task_feature_lengths: Mapping[str,
                 global_batch_size: int, seed: int, shuffle: bool = True, pack: bool = True,
                 max_open_rows: int = PACK_OPEN_ROWS, shard_index: int = 0, num_shards: int = 1,
                 start_batch: int = 0, num_epochs: int | None = None,
-                layout: str = decoder_packing.ENCODER_DECODER) -> Iterator[dict[str, np.ndarray]]:
+                layout: str = decoder_packing.ENCODER_DECODER, bos_id: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Host-local batches {feature: int32 [global_batch_size // num_shards, length]}.
 
     layout:
@@ -215,6 +215,7 @@ def get_batches(mixture_or_task_name: str, *, task_feature_lengths: Mapping[str,
         decoder features plus decoder_causal_attention; loss on the targets only); rows are
         ["inputs"] + ["targets"] long. A plain causal LM ignores decoder_causal_attention.
       See flan_mix.data.decoder_packing.model_feature_lengths for each feature's length.
+    bos_id: the id each decoder-only segment's shifted inputs start with (seqio: 0; an imported Llama: its BOS).
     Packing is first-fit over max_open_rows open rows (1 = seqio's next-fit). start_batch skips that many batches
     (resume). num_epochs=None repeats forever.
     """
@@ -234,9 +235,9 @@ def get_batches(mixture_or_task_name: str, *, task_feature_lengths: Mapping[str,
     rows = global_batch_size // num_shards
     if layout != decoder_packing.ENCODER_DECODER:
         if pack:
-            batches = decoder_packing.pack_decoder_batches(pairs, layout, lengths, rows, max_open_rows)
+            batches = decoder_packing.pack_decoder_batches(pairs, layout, lengths, rows, max_open_rows, bos_id=bos_id)
         else:
-            batches = decoder_packing.unpacked_decoder_batches(pairs, layout, lengths, rows)
+            batches = decoder_packing.unpacked_decoder_batches(pairs, layout, lengths, rows, bos_id=bos_id)
     elif pack:
         batches = packing.pack_batches(pairs, lengths, rows, max_open_rows)
     else:

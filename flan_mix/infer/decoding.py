@@ -13,7 +13,6 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from flan_mix.models.base import DecodingConfig, Model
-from flan_mix.models.encoder_decoder import EOS_ID, PAD_ID
 from flan_mix.runtime import partitioning
 
 
@@ -26,12 +25,12 @@ def pad_rows(rows: Sequence[np.ndarray], length: int) -> np.ndarray:
     return out
 
 
-def strip_after_eos(ids) -> list[list[int]]:
-    """Host-side: token lists cut at the first EOS (exclusive), padding removed."""
+def strip_after_eos(ids, eos_id: int) -> list[list[int]]:
+    """Host-side: token lists cut at the first EOS (exclusive), padding (0) removed."""
     out = []
     for row in ids.tolist():
-        row = row[:row.index(EOS_ID)] if EOS_ID in row else row
-        out.append([t for t in row if t != PAD_ID])
+        row = row[:row.index(eos_id)] if eos_id in row else row
+        out.append([t for t in row if t != 0])
     return out
 
 
@@ -59,8 +58,8 @@ def generate(model: Model, params, token_rows: Sequence[np.ndarray], vocabulary,
         tokens = pad_rows(chunk + [np.zeros(1, np.int32)] * (batch_size - len(chunk)), inputs_length)
         with mesh:
             tokens = jax.device_put(tokens, partitioning.replicated(mesh))
-            ids = model.predict(params, {"encoder_input_tokens": tokens}, decoding,
+            ids = model.predict(params, {"inputs": tokens}, decoding,
                                 rng=jax.random.fold_in(rng, start))
-        for row in strip_after_eos(np.asarray(jax.device_get(ids))[:len(chunk)]):
+        for row in strip_after_eos(np.asarray(jax.device_get(ids))[:len(chunk)], vocabulary.eos_id):
             predictions.append(cut_at_stop(vocabulary.decode(row), stop_strings))
     return predictions

@@ -83,7 +83,8 @@ class Model(abc.ABC):
 
     @abc.abstractmethod
     def predict(self, params, batch: Batch, decoding: DecodingConfig, rng=None) -> jax.Array:
-        """int32 [B, max_decode_len] generated ids, EOS included, zeros after it."""
+        """int32 [B, max_decode_len] generated ids, EOS included, zeros after it, for the prompts
+        batch["inputs"] (int32 [B, L] input ids, right-padded with 0): the same for every family."""
 
     @abc.abstractmethod
     def unpacked_batch(self, inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray], *,
@@ -93,6 +94,11 @@ class Model(abc.ABC):
     @abc.abstractmethod
     def count_tokens(self, batch: Mapping[str, np.ndarray]) -> int:
         """Host-side count of the non-padding tokens a batch feeds the model (for tokens/s)."""
+
+    @abc.abstractmethod
+    def batch_layout(self) -> dict[str, Any]:
+        """How the data side lays out this model's training rows: the keyword arguments `layout`
+        (and `bos_id`) of flan_mix.data.pipeline.get_batches. Plain values, so models stay data-free."""
 
     # ----- parameters -----
     def init_variables(self, rng) -> dict:

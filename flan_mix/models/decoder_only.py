@@ -97,18 +97,17 @@ class DecoderOnlyModel(Model):
             return int(np.count_nonzero(batch["decoder_segment_ids"]))
         return int(np.count_nonzero(batch["decoder_target_tokens"]))
 
+    def batch_layout(self):
+        # Inputs and targets in one row, loss on the targets; an LM ignores decoder_causal_attention.
+        return {"layout": "prefix_lm", "bos_id": self.config.bos_id}
+
     def predict(self, params, batch: Batch, decoding: DecodingConfig, rng=None):
         """Generated ids int32 [B, max_decode_len], EOS included, zeros after it.
 
         The prompts are batch["inputs"]: int32 [B, L] input ids, right-padded with 0 (no BOS; it
-        is added here). "encoder_input_tokens" is read the same way, so a decode loop written for
-        the encoder-decoder family (which feeds its prompts under that name) works unchanged.
+        is added here).
         """
-        key = "inputs" if "inputs" in batch else "encoder_input_tokens"
-        if key not in batch:
-            raise ValueError(f"DecoderOnlyModel.predict reads the prompts from batch['inputs'] (or "
-                             f"'encoder_input_tokens'); the batch has {sorted(batch)}.")
-        prompts = jnp.asarray(batch[key], jnp.int32)
+        prompts = jnp.asarray(batch["inputs"], jnp.int32)
         if decoding.num_beams > 1:
             return beam_decode(self.module, params, prompts, decoding=decoding)[0][:, 0]
         rng = jax.random.PRNGKey(0) if rng is None else rng

@@ -71,6 +71,9 @@ class EncoderDecoderModel(Model):
     def count_tokens(self, batch: Mapping[str, np.ndarray]) -> int:
         return int(np.count_nonzero(batch["encoder_input_tokens"]) + batch["decoder_loss_weights"].sum())
 
+    def batch_layout(self):
+        return {"layout": "encoder_decoder"}
+
     def options_batch(self, prompts, options, *, num_options: int, inputs_length: int, targets_length: int):
         """As Model.options_batch, but the encoder input is kept once per prompt: [B, inputs_length]."""
         batch = super().options_batch(prompts, options, num_options=num_options, inputs_length=inputs_length,
@@ -96,9 +99,9 @@ class EncoderDecoderModel(Model):
 
     def predict(self, params, batch: Batch, decoding: DecodingConfig, rng=None):
         if decoding.num_beams > 1:
-            return beam_decode(self.module, params, batch["encoder_input_tokens"], decoding=decoding)[0][:, 0]
+            return beam_decode(self.module, params, batch["inputs"], decoding=decoding)[0][:, 0]
         rng = jax.random.PRNGKey(0) if rng is None else rng
-        return _decode(self.module, params, batch["encoder_input_tokens"], rng, decoding=decoding)
+        return _decode(self.module, params, batch["inputs"], rng, decoding=decoding)
 
 
 @functools.partial(jax.jit, static_argnames=("module", "decoding"))

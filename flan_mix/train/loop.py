@@ -122,7 +122,8 @@ def train(use_packing: bool = True,
     batches = pipeline.get_batches(
         run.mixture_or_task_name, task_feature_lengths=run.task_feature_lengths, split="train",
         global_batch_size=run.batch_size, seed=run.seed, shuffle=True, pack=use_packing,
-        shard_index=jax.process_index(), num_shards=jax.process_count(), start_batch=start)
+        shard_index=jax.process_index(), num_shards=jax.process_count(), start_batch=start,
+        **model.batch_layout())
     step_fn = trainer.compile_train_step(shardings, dropout=dropout)
     writer = MetricsWriter(run.model_dir)
     metrics: dict[str, float] = {}
