@@ -41,17 +41,26 @@ class RMSNorm(nn.Module):
 
 
 class Embed(nn.Module):
+    """Token embedding [vocab, embed]; attend() reuses it as a tied output layer.
+
+    init_std: T5 initialises with 1.0; LLaMA with 0.02 (HF's initializer_range), which keeps
+    tied logits near 0.02 * sqrt(embed) at the start.
+    """
     num_embeddings: int
     features: int
     dtype: Dtype = jnp.float32
+    init_std: float = 1.0
 
     def setup(self):
         self.embedding = self.param(
-            "embedding", nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
+            "embedding", nn.with_logical_partitioning(nn.initializers.normal(self.init_std), ("vocab", "embed")),
             (self.num_embeddings, self.features), jnp.float32)
 
     def __call__(self, ids):
         return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
+
+    def attend(self, x):
+        return jnp.einsum("ble,ve->blv", x.astype(self.dtype), self.embedding.astype(self.dtype))
 
 
 class DenseGeneral(nn.Module):

@@ -119,25 +119,6 @@ def apply_rope(x, positions, inv_freq):
 # ----------------------------------------------------------------------------------------------
 # Blocks.
 
-class Embed(nn.Module):
-    """Token embedding; attend() reuses it as the output layer when the embeddings are tied."""
-    num_embeddings: int
-    features: int
-    dtype: Any = jnp.float32
-
-    def setup(self):
-        # HF Llama's initializer_range: with a tied output layer, logits start at ~0.02 * sqrt(emb).
-        self.embedding = self.param(
-            "embedding", nn.with_logical_partitioning(nn.initializers.normal(0.02), ("vocab", "embed")),
-            (self.num_embeddings, self.features), jnp.float32)
-
-    def __call__(self, ids):
-        return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)
-
-    def attend(self, x):
-        return jnp.einsum("ble,ve->blv", x.astype(self.dtype), self.embedding.astype(self.dtype))
-
-
 class SwiGLU(nn.Module):
     mlp_dim: int
     dtype: Any = jnp.float32
@@ -241,7 +222,7 @@ class Decoder(nn.Module):
             decoder_segment_ids = jnp.ones_like(tokens)
         prefix = decoder_causal_attention if cfg.prefix_lm else None
         dt = cfg.activation_dtype
-        embed = Embed(cfg.vocab_size, cfg.emb_dim, dtype=dt, name="token_embed")
+        embed = layers.Embed(cfg.vocab_size, cfg.emb_dim, dtype=dt, init_std=0.02, name="token_embed")
         x = constrain(embed(tokens), ("batch", "length", "embed"))
         for i in range(cfg.num_layers):
             x = DecoderLayer(cfg, name=f"layer_{i}")(x, decoder_positions, decoder_segment_ids, prefix,
