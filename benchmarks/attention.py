@@ -7,6 +7,11 @@ Scenarios (bf16), each at L in {512, 2048, 8192} and head dim in {64, 128}:
   t5_bias  T5 encoder self-attention with the relative-position bias (32 buckets, bidirectional,
            max_distance 128), sm_scale = 1
   packed   packed rows of 4 equal segments, no bias, sm_scale = 1/sqrt(D)
+Decoder-only scenarios (DECODER_SCENARIOS; --scenarios gqa_causal,prefix_lm), grouped-query
+attention with 4 query heads per key/value head (Llama 3's ratio), sm_scale = 1/sqrt(D):
+  gqa_causal  causal self-attention, no segment ids (what cuDNN can run)
+  prefix_lm   packed rows of 4 equal segments, each with a prefix-LM mask: its first 20-80%
+              (fixed per segment from the seed) attends bidirectionally, the rest causally
 Batch and heads follow the FlashAttention-2 paper's convention: 16k tokens per batch
 (B = 16384 / L) and H * D = 2048.
 
@@ -14,12 +19,16 @@ Implementations:
   pallas      flan_mix.kernels.flash_attention
   xla         flan_mix.kernels.reference (materialises logits, masks and the bias)
   cudnn       jax.nn.dot_product_attention(implementation="cudnn"), GPU only; it has no segment
-              ids, so not on `packed`; the T5 bias is passed materialised
-  pallas_gpu  jax.experimental.pallas.ops.gpu.attention.mha, GPU only; no bias, so not on t5_bias
+              ids and no prefix-LM mask, so not on `packed` or `prefix_lm`; the T5 bias is passed
+              materialised; GQA natively (k/v with fewer heads)
+  pallas_gpu  jax.experimental.pallas.ops.gpu.attention.mha, GPU only; no bias, no GQA and no
+              prefix-LM mask, so only on causal and packed
 
 FLOPs count the matmuls of the dense problem, as FlashAttention papers do: forward
 4 * B * H * Lq * Lk * D (halved when causal), forward+backward 3.5x that. `packed` is counted
-dense too (none of the kernels skips cross-segment tiles). Peak memory is XLA's compiled
+dense too (none of the kernels skips cross-segment tiles); `prefix_lm` is counted as causal
+(its prefixes add visible pairs above the diagonal that this does not count); H is the query
+heads (GQA shares k/v, not the matmul work). Peak memory is XLA's compiled
 estimate for the forward+backward program: arguments + outputs + temporaries.
 
 On CPU the Pallas kernel only runs in interpret mode, so timings mean nothing: the script then
@@ -59,6 +68,8 @@ class Scenario:
     causal: bool = False
     bias: bool = False
     segments: int = 0
+    kv_group: int = 1      # query heads per key/value head (grouped-query attention when > 1)
+    prefix: bool = False   # per-segment prefix-LM flags (needs causal and segments)
 
 
 SCENARIOS = {
@@ -66,6 +77,12 @@ SCENARIOS = {
     "t5_bias": Scenario("t5_bias", bias=True),
     "packed": Scenario("packed", segments=4),
 }
+# Decoder-only (LLaMA-style SFT) attention; not in the default run, pick with --scenarios.
+DECODER_SCENARIOS = {
+    "gqa_causal": Scenario("gqa_causal", causal=True, kv_group=4),
+    "prefix_lm": Scenario("prefix_lm", causal=True, segments=4, kv_group=4, prefix=True),
+}
+ALL_SCENARIOS = {**SCENARIOS, **DECODER_SCENARIOS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,9 +105,15 @@ def sm_scale(sc: Scenario, shape: Shape) -> float:
 
 
 def make_inputs(sc: Scenario, shape: Shape, dtype, seed=0):
+    """(q, k, v, table, seg, do); seg is None, or segment ids, or (segment ids, prefix flags)
+    when sc.prefix: impl_fn unpacks it."""
     keys = jax.random.split(jax.random.PRNGKey(seed), 5)
     dims = (shape.batch, shape.length, shape.heads, shape.head_dim)
-    q, k, v, do = (jax.random.normal(keys[i], dims, jnp.float32) for i in range(4))
+    if shape.heads % sc.kv_group:
+        raise ValueError(f"{sc.name}: {shape.heads} heads do not group by {sc.kv_group}")
+    kv_dims = (shape.batch, shape.length, shape.heads // sc.kv_group, shape.head_dim)
+    q, do = (jax.random.normal(keys[i], dims, jnp.float32) for i in (0, 3))
+    k, v = (jax.random.normal(keys[i], kv_dims, jnp.float32) for i in (1, 2))
     if sc.bias:  # T5 runs with sm_scale = 1 and folds 1/sqrt(D) into its query projection
         q = q / math.sqrt(shape.head_dim)
     q, k, v, do = (x.astype(dtype) for x in (q, k, v, do))
@@ -101,13 +124,29 @@ def make_inputs(sc: Scenario, shape: Shape, dtype, seed=0):
         per = shape.length // sc.segments
         ids = np.minimum(np.arange(shape.length) // per, sc.segments - 1) + 1
         seg = jnp.asarray(np.broadcast_to(ids, (shape.batch, shape.length)), jnp.int32)
+        if sc.prefix:
+            seg = (seg, prefix_flags(np.asarray(seg), np.random.default_rng(seed)))
     return q, k, v, table, seg, do
+
+
+def prefix_flags(segment_ids: np.ndarray, rng: np.random.Generator, low: float = 0.2,
+                 high: float = 0.8):
+    """int32 prefix-LM flags: the first low..high of each segment (drawn per segment from rng),
+    as a prompt before its response; padding (segment 0) unflagged."""
+    flags = np.zeros(segment_ids.shape, np.int32)
+    for b in range(segment_ids.shape[0]):
+        for seg in np.unique(segment_ids[b][segment_ids[b] > 0]):
+            where = np.flatnonzero(segment_ids[b] == seg)
+            flags[b, where[:int(len(where) * rng.uniform(low, high))]] = 1
+    return jnp.asarray(flags)
 
 
 def impl_fn(name: str, sc: Scenario, shape: Shape, seg):
     """Returns f(q, k, v, table) -> out for one implementation, or raises NotApplicable."""
     scale = sm_scale(sc, shape)
     common = dict(causal=sc.causal, sm_scale=scale, bidirectional=True, max_distance=128)
+    if sc.prefix:
+        seg, common["prefix"] = seg
     if seg is not None:
         common.update(q_segment_ids=seg, kv_segment_ids=seg)
 
@@ -121,7 +160,8 @@ def impl_fn(name: str, sc: Scenario, shape: Shape, seg):
         raise NotApplicable("GPU only")
     if name == "cudnn":
         if sc.segments:
-            raise NotApplicable("cuDNN through JAX has no segment ids")
+            raise NotApplicable("cuDNN through JAX has no segment ids"
+                                + (" and no prefix-LM mask" if sc.prefix else ""))
 
         def cudnn(q, k, v, t):
             bias = None
@@ -135,6 +175,10 @@ def impl_fn(name: str, sc: Scenario, shape: Shape, seg):
     if name == "pallas_gpu":
         if sc.bias:
             raise NotApplicable("JAX's Pallas GPU kernel has no bias")
+        if sc.prefix:
+            raise NotApplicable("JAX's Pallas GPU kernel has no prefix-LM mask")
+        if sc.kv_group > 1:
+            raise NotApplicable("JAX's Pallas GPU kernel has no GQA (k/v need all H heads)")
         from jax.experimental.pallas.ops.gpu import attention as jax_gpu_attention
         return lambda q, k, v, t: jax_gpu_attention.mha(q, k, v, seg, sm_scale=scale,
                                                         causal=sc.causal)
@@ -202,9 +246,14 @@ def check_against_xla(sc: Scenario, shape: Shape, dtype, impl: str) -> float:
     return max(norm_err(a, b) for a, b in leaves)
 
 
+def row_start(sc: Scenario, shape: Shape, impl: str, dtype) -> dict:
+    """A row's identity: scenario, implementation, dtype, shape and the k/v head count."""
+    return dict(scenario=sc.name, impl=impl, dtype=jnp.dtype(dtype).name,
+                **dataclasses.asdict(shape), kv_heads=shape.heads // sc.kv_group)
+
+
 def bench_row(sc: Scenario, shape: Shape, impl: str, dtype, iters: int, check: bool):
-    row = dict(scenario=sc.name, impl=impl, dtype=jnp.dtype(dtype).name,
-               **dataclasses.asdict(shape))
+    row = row_start(sc, shape, impl, dtype)
     try:
         q, k, v, table, seg, do = make_inputs(sc, shape, dtype)
         fn = impl_fn(impl, sc, shape, seg)
@@ -227,8 +276,7 @@ def bench_row(sc: Scenario, shape: Shape, impl: str, dtype, iters: int, check: b
 
 
 def correctness_row(sc: Scenario, shape: Shape, dtype):
-    row = dict(scenario=sc.name, impl="pallas", dtype=jnp.dtype(dtype).name,
-               **dataclasses.asdict(shape))
+    row = row_start(sc, shape, "pallas", dtype)
     start = time.perf_counter()
     row["err_vs_xla"] = check_against_xla(sc, shape, dtype, "pallas")
     row["note"] = f"interpret mode, checked in {time.perf_counter() - start:.0f}s"
@@ -245,12 +293,13 @@ def fmt(x, spec):
 
 
 def print_table(rows):
-    header = (f"{'scenario':<9}{'L':>6}{'D':>5}{'B':>4}{'H':>4}  {'impl':<11}{'fwd ms':>9}"
+    header = (f"{'scenario':<11}{'L':>6}{'D':>5}{'B':>4}{'H/Hkv':>7}  {'impl':<11}{'fwd ms':>9}"
               f"{'fwd TF/s':>10}{'f+b ms':>9}{'f+b TF/s':>10}{'peak MiB':>10}{'err':>9}  note")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['scenario']:<9}{r['length']:>6}{r['head_dim']:>5}{r['batch']:>4}{r['heads']:>4}"
+        heads = f"{r['heads']}/{r.get('kv_heads', r['heads'])}"
+        print(f"{r['scenario']:<11}{r['length']:>6}{r['head_dim']:>5}{r['batch']:>4}{heads:>7}"
               f"  {r['impl']:<11}{fmt(r.get('fwd_ms'), '9.3f')}{fmt(r.get('fwd_tflops'), '10.1f')}"
               f"{fmt(r.get('fwd_bwd_ms'), '9.3f')}{fmt(r.get('fwd_bwd_tflops'), '10.1f')}"
               f"{fmt(r.get('peak_mib'), '10.0f')}{fmt(r.get('err_vs_xla'), '9.1e')}"
@@ -324,8 +373,7 @@ def timing_shape(length: int, head_dim: int) -> Shape:
 
 
 def skipped_row(sc: Scenario, shape: Shape, impl: str, dtype, reason: str):
-    return dict(scenario=sc.name, impl=impl, dtype=jnp.dtype(dtype).name,
-                **dataclasses.asdict(shape), note=f"skipped: {reason}")
+    return row_start(sc, shape, impl, dtype) | dict(note=f"skipped: {reason}")
 
 
 def benchmark_rows(cases, impls, dtype, iters: int, check_max_len: int = 2048,
@@ -364,7 +412,8 @@ def main(argv=None):
     parser.add_argument("--out", help="write results (with device, versions, date) to this JSON")
     parser.add_argument("--quick", action="store_true", help="one length and head dim only")
     parser.add_argument("--iters", type=int, default=20, help="timed calls per measurement")
-    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS),
+                        help=f"comma list of {', '.join(ALL_SCENARIOS)}")
     parser.add_argument("--impls", default="pallas,xla,cudnn,pallas_gpu")
     parser.add_argument("--lengths", default=None, help="comma list (default 512,2048,8192)")
     parser.add_argument("--head-dims", default="64,128")
@@ -373,7 +422,7 @@ def main(argv=None):
 
     env = environment()
     backend = jax.default_backend()
-    scenarios = [SCENARIOS[s] for s in args.scenarios.split(",")]
+    scenarios = [ALL_SCENARIOS[s] for s in args.scenarios.split(",")]
     head_dims = [int(d) for d in args.head_dims.split(",")]
     dtype = jnp.bfloat16
     if backend == "cpu":
@@ -384,8 +433,9 @@ def main(argv=None):
         lengths = [int(x) for x in (args.lengths or "256").split(",")]
         if args.quick:
             lengths, head_dims = lengths[:1], head_dims[:1]
-        cases = [(sc, Shape(1, length, 2, d)) for sc in scenarios for length in lengths
-                 for d in head_dims]
+        # 2 kv heads everywhere: GQA scenarios get kv_group times as many query heads.
+        cases = [(sc, Shape(1, length, 2 * sc.kv_group, d)) for sc in scenarios
+                 for length in lengths for d in head_dims]
         rows = correctness_rows(cases, dtype, progress=print_progress)
         mode = "correctness-only (CPU, Pallas interpret mode)"
     else:

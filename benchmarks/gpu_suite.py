@@ -1,27 +1,47 @@
-"""One GPU suite: what a session with a lent GPU runs, in one call, in under 8 minutes.
+"""One GPU suite: what a session with a lent GPU runs, in one call, in under 9.5 minutes.
 
-    python benchmarks/gpu_suite.py [--budget_s 420] [--out PATH] [--small]
+    python benchmarks/gpu_suite.py [--budget_s 510] [--out PATH] [--small]
 
 Sections, in order; each one checks the time left before it starts, skips with a printed
 reason when it cannot fit, and records its own exception without stopping the others:
   1. correctness  the Pallas kernel on this device against flan_mix.kernels.reference: output and
                   dq, dk, dv and the T5 bias-table gradient; causal, packed rows with padding,
                   the fused T5 bias (encoder and decoder), cross attention, f32 and bf16, lengths
-                  on and off the block size.
-  2. attention    benchmarks/attention.py's table: pallas vs XLA, cuDNN and JAX's Pallas kernel.
+                  on and off the block size; decoder-only: grouped-query attention (8 query heads
+                  on 2 kv heads, one multi-query case) and prefix-LM packed rows with a prefix
+                  per segment (none, all or part of it, seeded), head dims 64 and 128.
+  2. attention    benchmarks/attention.py's table: pallas vs XLA, cuDNN and JAX's Pallas kernel;
+                  T5 scenarios at --attn_lengths, and the decoder rows at L=2048, D=128 (4 query
+                  heads per kv head): gqa_causal (cuDNN runs GQA natively) and prefix_lm on packed
+                  rows (pallas vs XLA; cuDNN and JAX's kernel n/a, with the reason).
   3. train_step   a T5 train step (fwd + bwd + Adafactor) on synthetic packed batches, for each
                   attention implementation: step time, tokens/s, model FLOPs and MFU.
+  4. decoder_train_step  the decoder-only row (benchmarks/gpu_suite_decoder.py): DecoderOnlyModel
+                  in prefix-LM mode, Llama 3.2 1B's shape (gin/models/llama_1b.gin: 1.24B
+                  parameters, 32 heads on 8 kv heads), batch 2 x 2048 of synthetic packed
+                  prefix-LM rows, bf16 activations, AdamW, pallas vs xla attention: step time,
+                  tokens/s, MFU with FLOPs = 6 * matmul params * positions + dense attention
+                  (12 * B * layers * heads * head_dim * L^2, PaLM's convention, as the T5 row).
 One JSON file gets the device, the versions, the date, the command line and every result:
 --out PATH if given, else $OUT/gpu_suite_<device>.json when OUT is set, else
 benchmarks/results/gpu_suite_<device>.json. It is rewritten after each section, so a run that is
 killed still leaves what it finished.
 
+Time: --budget_s (510 s) is when nothing new starts; the process stops itself at --budget_s +
+--grace_s (555 s). Time is held back for the train steps (60 s per T5 implementation, 75 s per
+decoder one: guesses, as nothing has run on a GPU yet), so the attention table stops first
+(its rows are in priority order: L=2048 T5 rows, the decoder rows, then L=512), and the T5 row
+cannot eat the decoder row's time. Expected wall time on an H200, AN ESTIMATE: 7.5-9 minutes
+(imports ~15 s, 25 correctness cases ~100 s, attention table to its deadline at ~240 s, T5 rows
+~100 s, decoder rows ~130 s), i.e. most of the cap.
+
 Exit code: 0 when every correctness check ran and passed; 1 when one failed, errored or was
 skipped (0 when --sections leaves correctness out); 3 when the hard time limit
 (--budget_s plus --grace_s) stopped the run.
 
---small: tiny shapes and a tiny T5, for a CPU (the Pallas kernel then runs in interpret mode,
-as in the tests) or a quick smoke test. On a CPU the timings mean nothing, and it says so.
+--small: tiny shapes, a tiny T5 and a one-layer tiny LLaMA (decoder row on pallas only), for a
+CPU (the Pallas kernel then runs in interpret mode, as in the tests) or a quick smoke test. On a
+CPU the timings mean nothing, and it says so.
 
 On a lent GPU (device tool), one call, output and JSON under $OUT. The image has no gin-config
 (flan_mix's models are gin-configurable): first, here, `echo /.whl/ >> .git/info/exclude;
@@ -29,11 +49,12 @@ python3 -m pip download --no-deps -d .whl gin-config==0.5.0`; then carry [".whl"
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \
     export PYTHONPATH=/tmp/site && \
     PYTHONUNBUFFERED=1 python3 benchmarks/gpu_suite.py 2>&1 | tee $OUT/gpu_suite.log
-with timeout_s >= 540 (the suite stops itself at --budget_s + --grace_s = 465 s).
+with timeout_s 600 (the suite stops itself at 555 s); with less device time, pass a smaller
+--budget_s (the attention table shrinks first, then the train rows are skipped).
 
 Nothing here imports TensorFlow, seqio or flan_mix.data: the GPU machines have none of them
-(tests/test_gpu_suite.py runs this script with them blocked). The training API is used in one
-function only, build_train_step().
+(tests/test_gpu_suite.py runs this script with them blocked). The training API is used in two
+functions only, build_train_step() here and gpu_suite_decoder.build_decoder_train_step().
 """
 from __future__ import annotations
 
@@ -61,6 +82,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from benchmarks import attention as attention_bench  # noqa: E402
+from benchmarks import gpu_suite_decoder as decoder_bench  # noqa: E402
 from flan_mix.kernels import reference  # noqa: E402
 from flan_mix.kernels.flash_attention import BlockSizes, flash_attention  # noqa: E402
 
@@ -128,9 +150,15 @@ class Settings:
     train_impls: tuple[str, ...]
     train_steps: int                  # timed steps per repeat
     train_repeats: int
-    # Rough costs, to decide whether something can still start (measured costs replace them).
+    decoder_model: decoder_bench.DecoderDims
+    decoder_batch: int
+    decoder_length: int
+    decoder_impls: tuple[str, ...]
+    # Rough costs, to decide whether something can still start (a larger measured cost replaces
+    # them). Guesses for an H200 until a GPU run has measured them.
     attn_row_s: float
     train_impl_s: float
+    decoder_impl_s: float
 
 
 # ----------------------------------------------------------------------------- correctness
@@ -145,8 +173,10 @@ class CheckCase:
     causal: bool = False
     packed: bool = False        # segment ids: packed rows of several segments, then padding
     bias: str | None = None     # None, "encoder" (bidirectional) or "decoder" (unidirectional)
+    prefix: bool = False        # prefix-LM flags per packed segment (needs causal and packed)
     batch: int = 2
     heads: int = 4
+    kv_heads: int | None = None  # fewer than heads: grouped-query attention; None: heads
     head_dim: int = 64
     num_buckets: int = 32
     max_distance: int = 128
@@ -181,6 +211,34 @@ GPU_CHECKS = tuple(
               bias="encoder", blocks=_MIXED_TILES),
 )
 
+# Decoder-only (LLaMA-style) hardware cases: grouped-query attention (8 query heads on 2 kv
+# heads; one multi-query case), sm_scale = 1/sqrt(D), causal packed rows; prefix-LM rows whose
+# segments get their own prefixes (none, all or part: see gpu_suite_decoder.segment_prefix_flags),
+# alone and combined with GQA as DecoderOnlyModel runs them. Lengths on and off the 128-row
+# tiles. Head dim 128 (Llama 2 7B, Llama 3 8B) in bf16 only, as the T5 list does: the models
+# train in bf16, and f32 tiles of 128 columns may not fit the GPU's shared memory.
+_GQA = dict(heads=8, kv_heads=2, sm_scale=0.125)
+_D128 = dict(head_dim=128, sm_scale=128 ** -0.5)
+GPU_DECODER_CHECKS = tuple(
+    case
+    for dtype in ("float32", "bfloat16")
+    for case in (
+        CheckCase(f"gqa_causal_packed_ragged_{dtype}", dtype, 333, 333, causal=True,
+                  packed=True, **_GQA),
+        CheckCase(f"prefix_packed_{dtype}", dtype, 512, 512, causal=True, packed=True,
+                  prefix=True, sm_scale=0.125),
+        CheckCase(f"prefix_gqa_packed_ragged_{dtype}", dtype, 700, 700, causal=True,
+                  packed=True, prefix=True, **_GQA),
+    )
+) + (
+    CheckCase("gqa_causal_packed_d128_bfloat16", "bfloat16", 512, 512, causal=True, packed=True,
+              **(_GQA | _D128)),
+    CheckCase("prefix_gqa_packed_ragged_d128_bfloat16", "bfloat16", 700, 700, causal=True,
+              packed=True, prefix=True, **(_GQA | _D128)),
+    CheckCase("prefix_mqa_packed_ragged_bfloat16", "bfloat16", 1000, 1000, causal=True,
+              packed=True, prefix=True, kv_heads=1, sm_scale=0.125),
+)
+
 # --small: the tests' scale. 16-wide tiles so every case spans several tiles; 8 buckets up to
 # distance 16 so short rows still reach the saturated bias regimes.
 _SMALL = dict(heads=2, head_dim=16, num_buckets=8, max_distance=16)
@@ -195,6 +253,15 @@ SMALL_CHECKS = (
     CheckCase("decoder_packed_bias_bfloat16", "bfloat16", 64, 64, causal=True, packed=True,
               bias="decoder", **_SMALL),
     CheckCase("cross_packed_ragged_bfloat16", "bfloat16", 40, 56, packed=True, **_SMALL),
+)
+# --small decoder-only cases, two to keep the CPU run short: GQA (4 on 2) under per-segment
+# prefixes, exact in f32 off the tiles; multi-query causal packed rows in bf16 on the tiles.
+_SMALL_DEC = dict(heads=4, head_dim=16, sm_scale=0.25)
+SMALL_DECODER_CHECKS = (
+    CheckCase("prefix_gqa_packed_ragged_float32", "float32", 70, 70, causal=True, packed=True,
+              prefix=True, kv_heads=2, **_SMALL_DEC),
+    CheckCase("mqa_causal_packed_bfloat16", "bfloat16", 64, 64, causal=True, packed=True,
+              kv_heads=1, **_SMALL_DEC),
 )
 SMALL_BLOCKS = BlockSizes(block_q=16, block_k=16, block_q_dkv=16, block_k_dkv=16, block_q_dq=16,
                           block_k_dq=16)
@@ -221,11 +288,15 @@ def packed_segment_ids(rng: np.random.Generator, batch: int, q_len: int, kv_len:
 
 
 def check_inputs(case: CheckCase, seed: int):
-    """Fresh random q, k, v, table, output cotangent and segment ids (never zeros)."""
+    """Fresh random q, k, v, table, output cotangent, segment ids and prefix flags (never zeros).
+
+    segs is None or (q ids, kv ids); prefix is None or [B, L] flags drawn after the segment ids
+    from the same seeded generator (so the cases without a prefix keep their segments).
+    """
     keys = jax.random.split(jax.random.PRNGKey(seed), 5)
     dtype = jnp.dtype(case.dtype)
     qshape = (case.batch, case.q_len, case.heads, case.head_dim)
-    kvshape = (case.batch, case.kv_len, case.heads, case.head_dim)
+    kvshape = (case.batch, case.kv_len, case.kv_heads or case.heads, case.head_dim)
     # With sm_scale = 1 (T5), scale q as T5's projection init does (1/sqrt(D)), so the logits
     # have a realistic spread either way rather than saturating the softmax.
     q = jax.random.normal(keys[0], qshape)
@@ -236,11 +307,15 @@ def check_inputs(case: CheckCase, seed: int):
     v = jax.random.normal(keys[2], kvshape).astype(dtype)
     table = jax.random.normal(keys[3], (case.heads, case.num_buckets), jnp.float32)
     cotangent = jax.random.normal(keys[4], qshape, jnp.float32)
-    segs = None
+    segs = prefix = None
+    rng = np.random.default_rng(seed)
     if case.packed:
-        segs = packed_segment_ids(np.random.default_rng(seed), case.batch, case.q_len,
-                                  case.kv_len)
-    return q, k, v, table, cotangent, segs
+        segs = packed_segment_ids(rng, case.batch, case.q_len, case.kv_len)
+    if case.prefix:
+        if not (case.packed and case.causal and case.q_len == case.kv_len):
+            raise ValueError(f"{case.name}: prefix needs causal, packed self-attention")
+        prefix = jnp.asarray(decoder_bench.segment_prefix_flags(rng, np.asarray(segs[0])))
+    return q, k, v, table, cotangent, segs, prefix
 
 
 def _fwd_bwd(attn, cotangent, use_table: bool, **kwargs):
@@ -265,11 +340,13 @@ def tolerance(dtype: str) -> tuple[float, str]:
 
 def check_case(case: CheckCase, blocks: BlockSizes | None, seed: int) -> dict:
     """Kernel vs reference on one case: errors of out, dq, dk, dv, d_table and pass/fail."""
-    q, k, v, table, cotangent, segs = check_inputs(case, seed)
+    q, k, v, table, cotangent, segs, prefix = check_inputs(case, seed)
     kwargs = dict(causal=case.causal, sm_scale=case.sm_scale,
                   bidirectional=case.bias != "decoder", max_distance=case.max_distance)
     if segs is not None:
         kwargs.update(q_segment_ids=segs[0], kv_segment_ids=segs[1])
+    if prefix is not None:
+        kwargs["prefix"] = prefix
     use_table = case.bias is not None
     blocks = case.blocks or blocks
     kernel = _fwd_bwd(lambda *a, **kw: flash_attention(*a, block_sizes=blocks, **kw),
@@ -334,20 +411,24 @@ def _check_line(row) -> str:
                     for n in ("out", "dq", "dk", "dv", "d_table"))
     worst_abs = max((e["max_abs"] for e in errs.values()), default=None)
     flags = ("C" if c["causal"] else "-") + ("S" if c["packed"] else "-") + \
-        {"encoder": "E", "decoder": "D", None: "-"}[c["bias"]]
+        {"encoder": "E", "decoder": "D", None: "-"}[c["bias"]] + \
+        ("P" if c.get("prefix") else "-")
+    heads = f"{c['heads']}/{c.get('kv_heads') or c['heads']}"
     tol = row.get("tol")
     status = "PASS" if row["passed"] else ("SKIP" if row.get("skipped") else "FAIL")
     extra = "" if row["passed"] else "  " + "; ".join(row.get("problems", []))[:160]
     dtype = {"float32": "f32", "bfloat16": "bf16"}.get(c["dtype"], c["dtype"])
-    return (f"{c['name']:<42}{dtype:>5}{c['q_len']:>6}{c['kv_len']:>6}{c['head_dim']:>5}"
-            f"  {flags}{cells}{'-' if worst_abs is None else format(worst_abs, '.1e'):>9}"
+    worst = "-" if worst_abs is None else format(worst_abs, ".1e")
+    return (f"{c['name']:<42}{dtype:>5}{c['q_len']:>6}{c['kv_len']:>6}{heads:>6}"
+            f"{c['head_dim']:>5}  {flags}{cells}{worst:>9}"
             f"{'-' if tol is None else format(tol, '.0e'):>7}  {status}{extra}")
 
 
-CHECK_HEADER = (f"{'case':<42}{'dtype':>5}{'Lq':>6}{'Lk':>6}{'D':>5}  {'CSB'}"
+CHECK_HEADER = (f"{'case':<42}{'dtype':>5}{'Lq':>6}{'Lk':>6}{'H/Hkv':>6}{'D':>5}  {'CSBP'}"
                 f"{'out':>9}{'dq':>9}{'dk':>9}{'dv':>9}{'d_table':>9}{'max|abs|':>9}{'tol':>7}"
                 "  result")
-CHECK_LEGEND = ("CSB: causal / segment ids (packed, padded) / T5 bias (E encoder, D decoder). "
+CHECK_LEGEND = ("CSBP: causal / segment ids (packed, padded) / T5 bias (E encoder, D decoder) / "
+                "prefix-LM flags per segment; H/Hkv: query / key-value heads. "
                 "Columns out..d_table: max|got-want|/max|want| (tol applies to these); "
                 "max|abs|: worst absolute error.")
 
@@ -362,14 +443,19 @@ def run_attention(settings: Settings, deadline: float, log) -> dict:
         settings.attn_cases, ("pallas", "xla", "cudnn", "pallas_gpu"), jnp.bfloat16,
         settings.attn_iters, check_max_len=0, deadline=deadline - settings.attn_row_s,
         progress=lambda r: log(_attention_progress(r)))
+    targets = []
+    if jax.default_backend() == "gpu":
+        targets = attention_bench.target_summary(rows) + \
+            decoder_bench.decoder_attention_summary(rows)
     return dict(rows=rows, dtype="bfloat16", flop_convention=attention_bench.FLOP_CONVENTION,
-                targets=attention_bench.target_summary(rows)
-                if jax.default_backend() == "gpu" else [])
+                targets=targets)
 
 
 def _attention_progress(row) -> str:
     state = row.get("note") or f"fwd {row['fwd_ms']:.3f} ms, fwd+bwd {row['fwd_bwd_ms']:.3f} ms"
-    return f"  {row['scenario']} L={row['length']} D={row['head_dim']} {row['impl']}: {state}"
+    heads = f"H={row['heads']}/{row.get('kv_heads', row['heads'])}"
+    return (f"  {row['scenario']} L={row['length']} D={row['head_dim']} {heads} "
+            f"{row['impl']}: {state}")
 
 
 # ----------------------------------------------------------------------------- train step
@@ -543,17 +629,39 @@ def time_train_step(step_fn, state, batch, steps: int, repeats: int):
 def train_one(settings: Settings, impl: str) -> dict:
     dims, batch, lengths = settings.model, settings.train_batch, settings.train_lengths
     step_fn, state, device_batch = build_train_step(dims, batch, lengths, impl)
-    params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state.params))
     real_tokens = int(np.count_nonzero(np.asarray(device_batch["encoder_input_tokens"]))
                       + np.count_nonzero(np.asarray(device_batch["decoder_loss_weights"])))
+    return measure_train_step(
+        impl, step_fn, state, device_batch, settings, positions=batch * sum(lengths),
+        real_tokens=real_tokens, flops=train_step_flops(dims, batch, lengths),
+        params_expected=expected_param_count(dims))
+
+
+def decoder_train_one(settings: Settings, impl: str) -> dict:
+    dims, batch, length = settings.decoder_model, settings.decoder_batch, settings.decoder_length
+    step_fn, state, device_batch = decoder_bench.build_decoder_train_step(dims, batch, length,
+                                                                          impl)
+    segments = np.asarray(device_batch["decoder_segment_ids"])
+    result = measure_train_step(
+        impl, step_fn, state, device_batch, settings, positions=batch * length,
+        real_tokens=int(np.count_nonzero(segments)),
+        flops=decoder_bench.train_step_flops(dims, batch, length),
+        params_expected=decoder_bench.expected_param_count(dims))
+    loss_tokens = int(np.count_nonzero(np.asarray(device_batch["decoder_loss_weights"])))
+    return result | dict(target_tokens_per_s=loss_tokens / result["step_s"],
+                         segments=int(sum(len(np.unique(row[row > 0])) for row in segments)))
+
+
+def measure_train_step(impl: str, step_fn, state, device_batch, settings: Settings, *,
+                       positions: int, real_tokens: int, flops: dict, params_expected: int):
+    """Times step_fn (time_train_step) and derives tokens/s, TFLOP/s and MFU from `flops`."""
+    params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state.params))
     compile_s, step_times, first_loss, last_loss = time_train_step(
         step_fn, state, device_batch, settings.train_steps, settings.train_repeats)
     step_s = statistics.median(step_times)
-    flops = train_step_flops(dims, batch, lengths)
     kind = jax.devices()[0].device_kind
     peak = peak_flops(kind)
     peak_total = None if peak is None else peak * jax.device_count()
-    positions = batch * sum(lengths)
     return dict(
         attention_impl=impl, step_s=step_s, step_times_s=step_times,
         compile_and_first_step_s=compile_s,
@@ -563,17 +671,16 @@ def train_one(settings: Settings, impl: str) -> dict:
         peak_flops=peak_total, peak_note="unknown peak" if peak is None else
         f"{peak / 1e12:.0f} TFLOP/s dense bf16 per device ({kind}) x {jax.device_count()}",
         mfu=None if peak_total is None else flops["total"] / step_s / peak_total,
-        params=params, params_expected=expected_param_count(dims),
-        params_match=params == expected_param_count(dims),
+        params=params, params_expected=params_expected,
+        params_match=params == params_expected,
         loss_first=first_loss, loss_last=last_loss)
 
 
-def run_train(settings: Settings, deadline: float, log) -> dict:
-    gin_used = gin_version()
-    log(f"  gin: {gin_used}")
-    dims = settings.model
-    results, estimate = [], settings.train_impl_s
-    for impl in settings.train_impls:
+def time_impls(one, impls, estimate: float, deadline: float, log) -> tuple[list, str]:
+    """one(impl) for each implementation that can still start before the deadline (a run needs
+    `estimate` seconds, or what the slowest run so far took); (results, section status)."""
+    results = []
+    for impl in impls:
         left = deadline - time.perf_counter()
         if left < estimate:
             results.append(dict(attention_impl=impl, skipped=f"needs ~{estimate:.0f}s, "
@@ -581,20 +688,42 @@ def run_train(settings: Settings, deadline: float, log) -> dict:
         else:
             start = time.perf_counter()
             try:
-                results.append(train_one(settings, impl))
-            except Exception as e:
+                results.append(one(impl))
+            except Exception as e:  # an OOM or compile failure of one implementation
                 results.append(dict(attention_impl=impl, error=_one_line(e),
                                     traceback=traceback.format_exc(limit=8)))
             estimate = max(estimate, time.perf_counter() - start)  # what it really took
         log(_train_line(results[-1]))
     errors = [r["attention_impl"] for r in results if "error" in r]
     skipped = [r["attention_impl"] for r in results if "skipped" in r]
-    status = "error" if errors else ("partial" if skipped else "ok")
+    return results, "error" if errors else ("partial" if skipped else "ok")
+
+
+def run_train(settings: Settings, deadline: float, log) -> dict:
+    gin_used = gin_version()
+    log(f"  gin: {gin_used}")
+    dims = settings.model
+    results, status = time_impls(functools.partial(train_one, settings), settings.train_impls,
+                                 settings.train_impl_s, deadline, log)
     return dict(status=status, model=dataclasses.asdict(dims), batch=settings.train_batch,
                 lengths=dict(inputs=settings.train_lengths[0],
                              targets=settings.train_lengths[1]),
                 activations="bfloat16", params_dtype="float32", optimizer="adafactor",
                 gin=gin_used, flop_formula=train_step_flops.__doc__.strip(), runs=results)
+
+
+def run_decoder_train(settings: Settings, deadline: float, log) -> dict:
+    """The decoder-only row: DecoderOnlyModel (prefix-LM, GQA) on packed prefix-LM rows."""
+    gin_used = gin_version()
+    dims = settings.decoder_model
+    log(f"  {dims.name}: {decoder_bench.expected_param_count(dims):,} params, batch "
+        f"{settings.decoder_batch} x {settings.decoder_length}, prefix-LM packed rows, AdamW")
+    results, status = time_impls(functools.partial(decoder_train_one, settings),
+                                 settings.decoder_impls, settings.decoder_impl_s, deadline, log)
+    return dict(status=status, model=dataclasses.asdict(dims), batch=settings.decoder_batch,
+                length=settings.decoder_length, mode="prefix_lm", activations="bfloat16",
+                params_dtype="float32", optimizer="adamw", gin=gin_used,
+                flop_formula=decoder_bench.train_step_flops.__doc__.strip(), runs=results)
 
 
 def _train_line(r) -> str:
@@ -614,25 +743,45 @@ def _train_line(r) -> str:
 
 
 def make_settings(args) -> Settings:
+    decoder_scenarios = attention_bench.DECODER_SCENARIOS.values()
+    # --small times the decoder on pallas only: on a CPU its rows only prove the plumbing, and
+    # the XLA path's equal loss is tests/test_llama.py's (each CPU train-step compile is ~10 s).
+    decoder_impls = args.decoder_impls or ("pallas" if args.small else "pallas,xla")
+    impls = dict(train_impls=tuple(args.train_impls.split(",")),
+                 decoder_impls=tuple(decoder_impls.split(",")))
     if args.small:
         scenarios = attention_bench.SCENARIOS.values()
+        # 8 query heads on 2 kv heads: the decoder scenarios group 4 query heads per kv head.
         return Settings(
-            check_cases=SMALL_CHECKS, check_blocks=SMALL_BLOCKS,
-            attn_cases=tuple((sc, attention_bench.Shape(1, 64, 2, 32)) for sc in scenarios),
+            check_cases=SMALL_CHECKS + SMALL_DECODER_CHECKS, check_blocks=SMALL_BLOCKS,
+            attn_cases=tuple((sc, attention_bench.Shape(1, 64, 2, 32)) for sc in scenarios)
+            + tuple((sc, attention_bench.Shape(1, 64, 8, 16)) for sc in decoder_scenarios),
             attn_iters=2, model=T5_TINY, train_batch=2, train_lengths=(64, 32),
-            train_impls=tuple(args.train_impls.split(",")), train_steps=2, train_repeats=2,
-            attn_row_s=2.0, train_impl_s=10.0)
+            train_steps=2, train_repeats=2, decoder_model=decoder_bench.LLAMA_TINY,
+            decoder_batch=2, decoder_length=64, attn_row_s=2.0, train_impl_s=10.0,
+            decoder_impl_s=10.0, **impls)
     lengths = [int(x) for x in args.attn_lengths.split(",")]
     head_dims = [int(x) for x in args.attn_head_dims.split(",")]
-    cases = tuple((sc, attention_bench.timing_shape(length, d))
-                  for length in lengths for d in head_dims
-                  for sc in attention_bench.SCENARIOS.values())
+    # Row order is priority order (rows past the attention deadline are skipped): the first
+    # length's T5 rows, then the decoder rows, then the other lengths.
+    cases = []
+    for i, length in enumerate(lengths):
+        cases += [(sc, attention_bench.timing_shape(length, d))
+                  for d in head_dims for sc in attention_bench.SCENARIOS.values()]
+        if i == 0 and args.attn_decoder_length:
+            shape = attention_bench.timing_shape(args.attn_decoder_length,
+                                                 args.attn_decoder_head_dim)
+            cases += [(sc, shape) for sc in decoder_scenarios]
     enc, dec = (int(x) for x in args.train_lengths.split(","))
+    # The per-implementation costs are guesses (compile + 17 steps; no GPU has run this yet):
+    # the T5 row's was 90 s, cut to 60 s so that the decoder row's reserve leaves the attention
+    # table time. A run that takes longer raises the estimate for the next implementation.
     return Settings(
-        check_cases=GPU_CHECKS, check_blocks=None, attn_cases=cases, attn_iters=10,
-        model=T5_BASE, train_batch=args.train_batch, train_lengths=(enc, dec),
-        train_impls=tuple(args.train_impls.split(",")), train_steps=5, train_repeats=3,
-        attn_row_s=8.0, train_impl_s=90.0)
+        check_cases=GPU_CHECKS + GPU_DECODER_CHECKS, check_blocks=None, attn_cases=tuple(cases),
+        attn_iters=10, model=T5_BASE, train_batch=args.train_batch, train_lengths=(enc, dec),
+        train_steps=5, train_repeats=3, decoder_model=decoder_bench.LLAMA_1B,
+        decoder_batch=args.decoder_batch, decoder_length=args.decoder_length,
+        attn_row_s=8.0, train_impl_s=60.0, decoder_impl_s=75.0, **impls)
 
 
 # ----------------------------------------------------------------------------- plumbing
@@ -743,10 +892,18 @@ def print_summary(results: dict, settings: Settings, log):
             f"{lengths['inputs']}/{lengths['targets']}, bf16 activations, Adafactor")
         for r in train["runs"]:
             log(_train_line(r))
+    dec = sections.get("decoder_train_step", {})
+    if dec.get("runs"):
+        log(f"\nDecoder train step: {dec['model']['name']} ({dec['model']['heads']} heads on "
+            f"{dec['model']['kv_heads']} kv heads), batch {dec['batch']} x {dec['length']}, packed "
+            f"prefix-LM rows, bf16 activations, AdamW; FLOPs 6 * matmul params * positions + "
+            f"dense attention")
+        for r in dec["runs"]:
+            log(_train_line(r))
     log("")
     for name, entry in sections.items():
         note = entry.get("reason") or entry.get("error") or ""
-        log(f"  {name:<12} {entry.get('status', '?'):<8} {entry.get('seconds', 0):6.1f}s  {note}")
+        log(f"  {name:<18} {entry.get('status', '?'):<8} {entry.get('seconds', 0):6.1f}s  {note}")
     log(f"\ncorrectness: {results['verdict']}")
 
 
@@ -754,7 +911,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", action="store_true",
                         help="tiny shapes and a tiny T5 (CPU interpret mode, or a smoke test)")
-    parser.add_argument("--budget_s", type=float, default=420.0,
+    parser.add_argument("--budget_s", type=float, default=510.0,
                         help="total seconds; sections that cannot fit are skipped")
     parser.add_argument("--grace_s", type=float, default=45.0,
                         help="the process is stopped at budget_s + grace_s, whatever it is doing")
@@ -763,11 +920,24 @@ def parse_args(argv):
     parser.add_argument("--attn_lengths", default="2048,512",
                         help="first is most important: rows past the budget are skipped")
     parser.add_argument("--attn_head_dims", default="64")
+    parser.add_argument("--attn_decoder_length", type=int, default=2048,
+                        help="length of the decoder rows (gqa_causal, prefix_lm); 0: none")
+    parser.add_argument("--attn_decoder_head_dim", type=int, default=128)
     parser.add_argument("--train_batch", type=int, default=16)
     parser.add_argument("--train_lengths", default="512,128", help="inputs,targets")
     parser.add_argument("--train_impls", default="pallas,xla",
                         help="attention implementations to time, in order of importance")
-    parser.add_argument("--sections", default="correctness,attention,train_step")
+    # 2 rows: the xla row keeps [B, H, L, L] f32 attention buffers per layer. XLA's (CPU) compile
+    # of the 1B step at L=2048 needs ~33 GiB of temporaries per row (B=1: 36, 2: 70, 4: 135 GiB)
+    # besides 14 GiB of state, and JAX takes 75% of the H200's memory: B=4 would not fit.
+    parser.add_argument("--decoder_batch", type=int, default=2)
+    parser.add_argument("--decoder_length", type=int, default=2048)
+    parser.add_argument("--decoder_impls", default=None,
+                        help="attention implementations of the decoder row, in order of "
+                             "importance (cudnn cannot run its packed prefix-LM rows); default "
+                             "pallas,xla, with --small pallas")
+    parser.add_argument("--sections",
+                        default="correctness,attention,train_step,decoder_train_step")
     return parser.parse_args(argv)
 
 
@@ -799,14 +969,19 @@ def main(argv=None) -> int:
             "run are NOT meaningful; only the correctness checks are.")
 
     wanted = args.sections.split(",")
-    # Time held back for the train step (every implementation asked for), so the attention
-    # table cannot eat it. The correctness section comes first and is never cut short.
+    # Time held back for the train steps (every implementation asked for): the attention table
+    # cannot eat either, and the T5 row cannot eat the decoder row's. The correctness section
+    # comes first and is never cut short.
     train_reserve = settings.train_impl_s * len(settings.train_impls) \
         if "train_step" in wanted else 0.0
+    decoder_reserve = settings.decoder_impl_s * len(settings.decoder_impls) \
+        if "decoder_train_step" in wanted else 0.0
     sections = [
         ("correctness", run_correctness, end, 5.0),
-        ("attention", run_attention, end - train_reserve, 2 * settings.attn_row_s),
-        ("train_step", run_train, end, settings.train_impl_s),
+        ("attention", run_attention, end - train_reserve - decoder_reserve,
+         2 * settings.attn_row_s),
+        ("train_step", run_train, end - decoder_reserve, settings.train_impl_s),
+        ("decoder_train_step", run_decoder_train, end, settings.decoder_impl_s),
     ]
     for name, fn, deadline, min_s in sections:
         if name in wanted:
