@@ -1,8 +1,16 @@
 """Device mesh, t5x-style logical axis rules, and the shardings derived from them.
 
 Mesh axes are ("data", "fsdp", "model"). The batch is split over data x fsdp; parameters are
-split over "model" along the axes the rules name (heads, mlp, vocab), and over "fsdp" along
-"embed" when fsdp > 1 (ZeRO-3 style). A 1-device mesh makes every rule a no-op.
+split over "model" along the axes the rules name (heads, mlp, vocab), and over "fsdp" when
+fsdp > 1 (ZeRO-3 style): along "embed", except in the vocabulary tables (token embedding, logits
+projection), which take fsdp on "vocab" beside model. Why not on their embed axis: the embedding
+lookup (a gather) keeps the table's sharding of embed in its [batch, length, embed] output, whose
+batch already uses fsdp, and XLA can only move between the two by replicating the activations
+(the "involuntary full rematerialization" it warned of on data=2 x fsdp=2 x model=2; split along
+vocab, T5 and LLaMA, tied or not, compile without it). The vocabulary must then divide by
+model x fsdp (T5's 32128, LLaMA's 32000 and 128256 do); for one that does not, the gin binding
+logical_axis_rules.additional_rules = [("vocab", "model")] restores the embed split. A 1-device
+mesh makes every rule a no-op.
 """
 from __future__ import annotations
 
@@ -20,6 +28,9 @@ MESH_AXES = ("data", "fsdp", "model")
 BASE_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     ("batch", ("data", "fsdp")),
     ("length", None),
+    # vocab: model x fsdp on the tables; activations ([batch, length, vocab], batch holding fsdp)
+    # fall through to the next rule and keep vocab on model.
+    ("vocab", ("model", "fsdp")),
     ("vocab", "model"),
     ("mlp", "model"),
     ("heads", "model"),
