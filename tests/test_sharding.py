@@ -11,9 +11,9 @@ import subprocess
 import sys
 import textwrap
 
+import flax.linen as nn
 import jax
 import numpy as np
-import pytest
 
 from flan_mix.runtime import checkpoints, partitioning
 
@@ -228,7 +228,6 @@ def test_fsdp_and_tensor_parallel_match_one_device():
 
 def test_vocab_tables_take_fsdp_on_vocab():
     rules = partitioning.logical_axis_rules()
-    import flax.linen as nn
     spec = lambda names: tuple(nn.logical_to_mesh_axes(names, rules))
     assert spec(("vocab", "embed")) == (("model", "fsdp"), None)  # token embedding
     assert spec(("embed", "vocab")) == (None, ("model", "fsdp"))  # logits projection
