@@ -5,6 +5,13 @@ shardings of the current mesh, so a checkpoint written on one mesh restores onto
 restoring, shapes are compared with the model being built, so a MODEL_DIR holding another model
 fails with a message instead of an orbax stack trace. restore_params needs only the model: no
 optimizer and no batch shapes.
+
+Saves are asynchronous (orbax's async checkpointing): save() returns once the arrays are copied to
+host memory; the files are written and committed in a background thread while training goes on.
+A step directory gets its final name only when complete (orbax writes <step>.orbax-checkpoint-tmp
+and renames it), so a process killed mid-write leaves nothing that a restore would read. The next
+save, wait() and close() wait for the write in flight, so a closed Checkpointer has every
+checkpoint complete.
 """
 from __future__ import annotations
 
@@ -81,19 +88,40 @@ class Checkpointer:
 
     def __init__(self, model_dir: str, save_every_steps: int = 1000, keep: int = 3):
         self.directory = os.path.join(os.path.abspath(model_dir), "checkpoints")
-        options = ocp.CheckpointManagerOptions(save_interval_steps=save_every_steps,
-                                               max_to_keep=keep, create=True)
-        self.manager = ocp.CheckpointManager(self.directory, options=options)
+        options = ocp.CheckpointManagerOptions(save_interval_steps=save_every_steps, max_to_keep=keep,
+                                               create=True, enable_async_checkpointing=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_handlers=ocp.PyTreeCheckpointHandler())
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, state: TrainState, force: bool = False) -> bool:
-        """Saves if the interval says so (or force); a step already on disk is not written twice."""
-        step = int(jax.device_get(state.step))
+    def should_save(self, step: int) -> bool:
+        """Whether save(state, step=step) would write (the interval, the first save of a fresh run,
+        orbax's multi-host preemption notice); host-side only, nothing is read from the devices."""
+        return step != self.manager.latest_step() and self.manager.should_save(step)
+
+    def save(self, state: TrainState, force: bool = False, *, step: int | None = None,
+             metadata: dict[str, Any] | None = None) -> bool:
+        """Saves if the interval says so (or force); a step already on disk is not written twice.
+
+        step: state.step as a host int, when the caller knows it (the step loop does): reading it
+        from the device would wait for the step to finish. metadata: small JSON-able figures kept
+        with the step (read back with metadata()). Returns once the arrays are copied to the host;
+        the write goes on in the background (wait() or close() to be sure it is on disk).
+        """
+        step = int(jax.device_get(state.step)) if step is None else step
         if step == self.manager.latest_step():
             return False
-        return self.manager.save(step, args=ocp.args.PyTreeSave(_as_tree(state)), force=force)
+        return self.manager.save(step, args=ocp.args.PyTreeSave(_as_tree(state)), force=force,
+                                 custom_metadata=metadata)
+
+    def metadata(self, step: int | None = None) -> dict[str, Any]:
+        """The metadata saved with a step (the latest by default); {} when none."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            return {}
+        return dict(getattr(self.manager.metadata(step), "custom_metadata", None) or {})
 
     def wait(self):
         self.manager.wait_until_finished()

@@ -2,6 +2,12 @@
 
 It knows a Model only through the interface in flan_mix.models.base (loss, loss_weights,
 params), so the encoder-decoder and decoder-only families train through the same code.
+
+Every step reports metrics["nonfinite"], a bit mask (NONFINITE_BITS) of what came out NaN or inf:
+the loss, the gradient norm, the optimizer's update. With skip_nonfinite the step then leaves
+params and optimizer state as they were (a select on device, no host round trip); the step
+counter still advances, so the step keeps naming the batch it consumed and the learning-rate
+schedule moves on. Without it the update is applied and the caller (train()) stops the run.
 """
 from __future__ import annotations
 
@@ -20,6 +26,21 @@ from flan_mix.models.losses import LOSS_STATS
 from flan_mix.runtime import checkpoints, partitioning
 from flan_mix.runtime.checkpoints import TrainState
 
+# metrics["nonfinite"]: which of these were NaN or inf at a step (0: all finite).
+NONFINITE_BITS = {"loss": 1, "grad_norm": 2, "update": 4}
+
+
+def nonfinite_names(mask: int) -> list[str]:
+    """The names behind a metrics["nonfinite"] bit mask."""
+    return [name for name, bit in NONFINITE_BITS.items() if int(mask) & bit]
+
+
+def tree_all_finite(tree) -> jax.Array:
+    """True when every floating-point leaf of `tree` is free of NaN and inf (a device scalar)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
 
 @dataclasses.dataclass
 class Trainer:
@@ -31,6 +52,7 @@ class Trainer:
     schedule: Callable | None = None
     num_microbatches: int = 1
     dropout_seed: int = 0
+    skip_nonfinite: bool = False  # a step whose loss, gradients or update are NaN/inf changes nothing
 
     # ----- state -----
     def abstract_state(self):
@@ -97,6 +119,16 @@ class Trainer:
                    "grad_norm": optax.global_norm(grads)}
         if self.schedule is not None:
             metrics["learning_rate"] = self.schedule(state.step)
+        bits = NONFINITE_BITS
+        nonfinite = (jnp.where(jnp.isfinite(metrics["loss"]), 0, bits["loss"])
+                     | jnp.where(jnp.isfinite(metrics["grad_norm"]), 0, bits["grad_norm"])
+                     | jnp.where(tree_all_finite(updates), 0, bits["update"])).astype(jnp.int32)
+        metrics["nonfinite"] = nonfinite
+        if self.skip_nonfinite:
+            keep_old = nonfinite != 0
+            choose = lambda new, old: jnp.where(keep_old, old, new)
+            params = jax.tree_util.tree_map(choose, params, state.params)
+            opt_state = jax.tree_util.tree_map(choose, opt_state, state.opt_state)
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     def compile_train_step(self, state_shardings, dropout: bool = True):
