@@ -286,17 +286,18 @@ def main(argv: list[str]) -> int:
 
 
 def run(argv: list[str]) -> int:
-    """main() with errors turned into messages: usage errors exit 2; data and checkpoint errors
-    print their type and message and exit 1. Anything else is a bug and keeps its traceback."""
+    """main() with errors turned into messages: usage errors exit 2; data and checkpoint errors and
+    a non-finite loss print their type and message and exit 1. Anything else is a bug and keeps its traceback."""
     from flan_mix.data.data_errors import DataError
     from flan_mix.models.convert import CheckpointError
     from flan_mix.runtime.checkpoints import CheckpointMismatchError, MissingCheckpointError
+    from flan_mix.train.resilience import NonFiniteError
     try:
         return main(argv)
     except UsageError as e:
         print(f"run.py: error: {e}", file=sys.stderr)
         return 2
-    except (DataError, CheckpointError, CheckpointMismatchError, MissingCheckpointError) as e:
+    except (DataError, CheckpointError, CheckpointMismatchError, MissingCheckpointError, NonFiniteError) as e:
         print(f"run.py: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
 

@@ -273,3 +273,10 @@ def test_infer_with_beam_search(model_dir, tmp_path):
                "--gin.infer.max_examples=3"))
     with open(greedy) as f:
         assert [json.loads(line)["prediction"] for line in f] == [r["prediction"] for r in outs[1]]
+
+
+def test_nonfinite_loss_is_a_message_not_a_traceback(tmp_path):
+    proc = run_cli("train", *SMALL, "--gin.TRAIN_STEPS=3", f"--gin.MODEL_DIR='{tmp_path / 'run'}'",
+                   "--gin.make_schedule.learning_rate=1e999", "--gin.make_schedule.warmup_steps=0")
+    assert proc.returncode == 1 and "run.py: NonFiniteError:" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
