@@ -349,7 +349,9 @@ def package_versions(names=("jax", "jaxlib", "flax", "optax", "orbax-checkpoint"
     return versions
 
 
-def environment():
+def environment(packages=("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy")) -> dict:
+    """What every result file records: date, device, package versions, host, commit and command
+    (the other benchmark scripts share it)."""
     dev = jax.devices()[0]
     commit = None
     try:
@@ -361,7 +363,16 @@ def environment():
     return dict(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         device=dict(platform=dev.platform, kind=dev.device_kind, count=jax.device_count()),
-        versions=package_versions(), host=platform.node(), git_commit=commit, argv=sys.argv)
+        versions=package_versions(packages), host=platform.node(), git_commit=commit,
+        command=" ".join([sys.executable] + sys.argv), argv=sys.argv)
+
+
+def cpu_record(threads: int) -> dict:
+    """The CPU facts a CPU-against-torch comparison needs beside its figures (threads and load)."""
+    import torch
+    return dict(logical_cpus=os.cpu_count(), usable_cores=len(os.sched_getaffinity(0)),
+                torch_threads=torch.get_num_threads(), requested_threads=threads,
+                xla_flags=os.environ.get("XLA_FLAGS"), load_average_at_start=list(os.getloadavg()))
 
 
 # ----------------------------------------------------------------------------- running

@@ -58,13 +58,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 import warnings
@@ -75,7 +72,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.attention import package_versions  # noqa: E402
+from benchmarks.attention import cpu_record, environment as shared_environment  # noqa: E402
 from flan_mix.models import hf_llama  # noqa: E402
 from flan_mix.models.decoder_only import DecoderOnlyModel  # noqa: E402
 from flan_mix.models.llama import LlamaConfig  # noqa: E402
@@ -250,22 +247,8 @@ def run(cfg: LlamaConfig, args) -> dict:
 
 
 def environment(threads: int) -> dict:
-    import torch
-    dev = jax.devices()[0]
-    commit = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                                cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return dict(
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        device=dict(platform=dev.platform, kind=dev.device_kind, count=jax.device_count()),
-        versions=package_versions(("jax", "jaxlib", "flax", "optax", "numpy", "torch", "transformers")),
-        host=platform.node(), git_commit=commit, command=" ".join([sys.executable] + sys.argv), argv=sys.argv,
-        cpu=dict(logical_cpus=os.cpu_count(), usable_cores=len(os.sched_getaffinity(0)),
-                 torch_threads=torch.get_num_threads(), requested_threads=threads,
-                 xla_flags=os.environ.get("XLA_FLAGS"), load_average_at_start=list(os.getloadavg())))
+    return dict(shared_environment(("jax", "jaxlib", "flax", "optax", "numpy", "torch", "transformers")),
+                cpu=cpu_record(threads))
 
 
 def describe(cfg: LlamaConfig) -> str:
