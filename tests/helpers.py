@@ -39,3 +39,15 @@ def packed_batch(rng: np.random.Generator, batch: int = 4, enc_len: int = 24, de
             enc_start += el
             dec_start += dl
     return out
+
+
+def distinct_examples(in_lens, tg_lens, start=10):
+    """Distinct tokens per example (ids >= start), each part ending in EOS=1 like a seqio task's output."""
+    out, tok = [], start
+    for a, b in zip(in_lens, tg_lens):
+        inputs = np.array(list(range(tok, tok + a - 1)) + [1], np.int32)
+        tok += a
+        targets = np.array(list(range(tok, tok + b - 1)) + [1], np.int32)
+        tok += b
+        out.append((inputs, targets))
+    return out

@@ -11,18 +11,7 @@ import tensorflow as tf
 from flan_mix.data import decoder_packing as dp
 from flan_mix.data import pipeline, vocab
 from flan_mix.data.generated import seqio_tasks as tasks
-
-
-def _examples(in_lens, tg_lens, start=10):
-    """Distinct tokens per example (ids >= start), each part ending in EOS=1 like a seqio task's output."""
-    out, tok = [], start
-    for a, b in zip(in_lens, tg_lens):
-        inputs = np.array(list(range(tok, tok + a - 1)) + [1], np.int32)
-        tok += a
-        targets = np.array(list(range(tok, tok + b - 1)) + [1], np.int32)
-        tok += b
-        out.append((inputs, targets))
-    return out
+from tests.helpers import distinct_examples as _examples
 
 
 def _seqio_rows(exs, layout, lengths, pack, converter=None):

@@ -8,18 +8,7 @@ import seqio
 import tensorflow as tf
 
 from flan_mix.data import packing
-
-
-def _examples(in_lens, tg_lens, start=10):
-    """Distinct tokens per example (ids >= start), each ending in EOS=1 like a seqio task's output."""
-    out, tok = [], start
-    for a, b in zip(in_lens, tg_lens):
-        inputs = np.array(list(range(tok, tok + a - 1)) + [1], np.int32)
-        tok += a
-        targets = np.array(list(range(tok, tok + b - 1)) + [1], np.int32)
-        tok += b
-        out.append((inputs, targets))
-    return out
+from tests.helpers import distinct_examples as _examples
 
 
 def _segments(row_tokens, row_segments):
