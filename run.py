@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The one launcher of flan_mix: python run.py [train|eval|infer|inspect|convert] --gin_file=... --gin.X=...
+"""The one launcher of flan_mix: python run.py [train|eval|infer|inspect|convert|curate|serve] --gin_file=... --gin.X=...
 
 The commands live in flan_mix/launcher.py (so an installed package has them too: `flan-mix ...`).
 """

@@ -14,6 +14,10 @@
         [--list=tasks|submixtures --csv=PATH --stats=NAME --plot=PATH.png --allow_missing_tasks=true]
   python run.py convert --from_hf=DIR --model_dir=OUT     HF T5 checkpoint -> flan_mix checkpoint
   python run.py convert --to_hf=OUT [--model_dir=DIR]     flan_mix checkpoint -> HF T5 checkpoint
+  python run.py curate STAGE [flags]   data curation: export | ifd | reflect | tapir | doit
+                                       (flan_mix/curation/cli.py lists each stage's flags)
+  python run.py serve [--host=127.0.0.1 --port=8000] [flags]   MODEL_DIR's checkpoint behind an
+                                       OpenAI-compatible /v1/chat/completions (loopback by default)
 
 Flags, t5x style:
   --gin_file=PATH           (repeatable; default gin/runs/default.gin; looked up in ., then in the
@@ -35,6 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF is only the data reader
 
 import gin  # noqa: E402
 
+from flan_mix.curation import cli as curation_cli  # noqa: E402
 from flan_mix.resources import resource_root  # noqa: E402
 
 DEFAULT_GIN = "gin/runs/default.gin"
@@ -50,6 +55,8 @@ COMMAND_OPTIONS = {
     "inspect": {"task": None, "split": "train", "num_examples": "3", "list": None, "csv": None,
                 "stats": None, "plot": None, "allow_missing_tasks": None},
     "convert": {"from_hf": None, "to_hf": None, "model_dir": None},
+    **{f"curate {stage}": dict(options) for stage, (_, _, options) in curation_cli.STAGES.items()},
+    "serve": dict(curation_cli.SERVE_OPTIONS),
 }
 COMMANDS = tuple(COMMAND_OPTIONS)
 
@@ -65,6 +72,11 @@ def parse_args(argv: list[str]) -> tuple[str, list[str], list[str], dict[str, st
         command = argv.pop(0)
         if command == "eval" and argv and argv[0] in ("prompts", "score"):
             command = f"eval {argv.pop(0)}"
+        elif command == "curate":
+            stage = argv.pop(0) if argv and not argv[0].startswith("-") else None
+            if stage not in curation_cli.STAGES:
+                raise UsageError(f"curate needs a stage: {' | '.join(curation_cli.STAGES)} (got {stage!r}).")
+            command = f"curate {stage}"
         if command not in COMMANDS:
             raise UsageError(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}.")
     gin_files, bindings, options = [], [], {}
@@ -244,6 +256,7 @@ def eval_command(opts: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
+    from flan_mix.data.data_errors import DataError
     command, gin_files, bindings, options = parse_args(list(argv))
     allowed = COMMAND_OPTIONS[command]
     unknown = sorted(set(options) - set(allowed))
@@ -282,6 +295,18 @@ def main(argv: list[str]) -> int:
                          allow_missing_tasks=opts["allow_missing_tasks"])
     elif command == "convert":
         convert_command(opts["from_hf"], opts["to_hf"], opts["model_dir"])
+    elif command.startswith("curate "):
+        import importlib
+        module, function, _ = curation_cli.STAGES[command.split(" ", 1)[1]]
+        try:
+            getattr(importlib.import_module(module), function)(**opts)
+        except ValueError as e:
+            if isinstance(e, DataError):
+                raise
+            raise UsageError(str(e)) from e
+    elif command == "serve":
+        from flan_mix.infer import serve
+        serve.serve_command(**opts)
     return 0
 
 
