@@ -272,6 +272,9 @@ def test_sigterm_saves_and_the_next_start_resumes_exactly(tmp_path):
     finally:
         for run in runs:
             run.kill()
+    # Both resumes restored the data stream from its saved state (no batch regenerated).
+    assert os.path.exists(os.path.join(model_dir, "data_state", f"step_{stopped + 3}.process_0.json.gz"))
+    assert "regenerating and dropping" not in (b.err.read_text() + c.err.read_text()).lower()
     rows = read_rows(model_dir)
     assert [r["step"] for r in rows] == list(range(1, stopped + 4))
     assert saved_steps(model_dir)[-1] == stopped + 3

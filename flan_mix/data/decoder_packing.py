@@ -137,25 +137,46 @@ class DecoderRow:
         self.used = 0
 
 
-def decoder_rows(segments: Iterable[_Segment], length: int, max_open_rows: int = 64) -> Iterator[DecoderRow]:
+def decoder_rows(segments: Iterable[_Segment], length: int, max_open_rows: int = 64,
+                 open_rows: list[DecoderRow] | None = None) -> Iterator[DecoderRow]:
     """First-fit: each segment goes into the first open row with room, else into a new row; when
-    max_open_rows rows are open, the oldest is emitted first. Segments must be at most `length` long."""
+    max_open_rows rows are open, the oldest is emitted first. Segments must be at most `length` long.
+    open_rows: the caller's list of open rows, as in flan_mix.data.packing.packed_rows (resumable state)."""
     if max_open_rows < 1:
         raise ValueError(f"max_open_rows must be >= 1, got {max_open_rows}")
-    open_rows: list[DecoderRow] = []
+    open_rows = [] if open_rows is None else open_rows
     for segment in segments:
         n = len(segment[0])
+        evicted = None
         for row in open_rows:
             if row.used + n <= length:
                 break
         else:
             if len(open_rows) == max_open_rows:
-                yield open_rows.pop(0)
+                evicted = open_rows.pop(0)
             row = DecoderRow()
             open_rows.append(row)
         row.segments.append(segment)
         row.used += n
-    yield from open_rows
+        if evicted is not None:  # yielded after the segment is placed, so no example is in flight
+            yield evicted
+    while open_rows:
+        yield open_rows.pop(0)
+
+
+def rows_state(open_rows: list[DecoderRow]) -> list[list[list]]:
+    """The open rows as JSON-able lists: [[tokens, n_prefix] per segment] per row."""
+    return [[[tokens.tolist(), n_prefix] for tokens, n_prefix in row.segments] for row in open_rows]
+
+
+def rows_from_state(state: list) -> list[DecoderRow]:
+    rows = []
+    for segments in state:
+        row = DecoderRow()
+        row.segments = [(np.asarray(tokens, np.int32), int(n_prefix)) for tokens, n_prefix in segments]
+        row.used = sum(len(t) for t, _ in row.segments)
+        rows.append(row)
+    return rows
 
 
 def _empty_batch(batch_size: int, length: int, features: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -185,16 +206,18 @@ def _fill_row(segments: list[_Segment], out: Mapping[str, np.ndarray], i: int, *
 
 def pack_decoder_batches(examples: Iterable[tuple[np.ndarray, np.ndarray]], layout: str,
                          lengths: Mapping[str, int], batch_size: int, max_open_rows: int = 64, *,
-                         loss_on_targets_only: bool = True, bos_id: int = 0) -> Iterator[dict[str, np.ndarray]]:
+                         loss_on_targets_only: bool = True, bos_id: int = 0,
+                         open_rows: list[DecoderRow] | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Packed int32 batches {feature: [batch_size, row_length(layout, lengths)]} of (inputs, targets) token
-    arrays; features layout_features(layout). A last partial batch is dropped (like drop_remainder)."""
+    arrays; features layout_features(layout). A last partial batch is dropped (like drop_remainder).
+    open_rows: as in decoder_rows; between batches it holds every example read and not yet in a batch."""
     if layout == ENCODER_DECODER:
         raise ValueError("pack_decoder_batches packs decoder layouts; use packing.pack_batches for "
                          "encoder_decoder.")
     features = layout_features(layout, pack=True)
     length = row_length(layout, lengths)
     batch: list[DecoderRow] = []
-    for row in decoder_rows(_segments(examples, layout, lengths), length, max_open_rows):
+    for row in decoder_rows(_segments(examples, layout, lengths), length, max_open_rows, open_rows):
         batch.append(row)
         if len(batch) == batch_size:
             out = _empty_batch(batch_size, length, features)

@@ -61,37 +61,66 @@ def _check_lengths(lengths: Mapping[str, int]) -> None:
 
 
 def packed_rows(examples: Iterable[tuple[np.ndarray, np.ndarray]], lengths: Mapping[str, int],
-                max_open_rows: int = 64) -> Iterator[_Row]:
-    """Groups (inputs, targets) token arrays into rows; each array is first trimmed to its feature length."""
+                max_open_rows: int = 64, open_rows: list[_Row] | None = None) -> Iterator[_Row]:
+    """Groups (inputs, targets) token arrays into rows; each array is first trimmed to its feature length.
+
+    open_rows: the caller's list of open rows (rows_state() of it is the packer's resumable state; a list
+    from rows_from_state() continues a stream). Whenever a row is yielded, every example read so far is either
+    in a yielded row or in open_rows.
+    """
     _check_lengths(lengths)
     if max_open_rows < 1:
         raise ValueError(f"max_open_rows must be >= 1, got {max_open_rows}")
     cap_in, cap_tg = lengths["inputs"], lengths["targets"]
-    open_rows: list[_Row] = []
+    open_rows = [] if open_rows is None else open_rows
     for inputs, targets in examples:
         inputs, targets = inputs[:cap_in], targets[:cap_tg]
         n_in, n_tg = len(inputs), len(targets)
+        evicted = None
         for row in open_rows:
             if row.used_inputs + n_in <= cap_in and row.used_targets + n_tg <= cap_tg:
                 break
         else:
             if len(open_rows) == max_open_rows:
-                yield open_rows.pop(0)
+                evicted = open_rows.pop(0)
             row = _Row()
             open_rows.append(row)
         row.inputs.append(inputs)
         row.targets.append(targets)
         row.used_inputs += n_in
         row.used_targets += n_tg
-    yield from open_rows
+        if evicted is not None:  # yielded after the example is placed, so no example is in flight
+            yield evicted
+    while open_rows:
+        yield open_rows.pop(0)
+
+
+def rows_state(open_rows: list[_Row]) -> list[list[list[list[int]]]]:
+    """The open rows as JSON-able lists: [[inputs ids, targets ids] per segment] per row."""
+    return [[[x.tolist(), y.tolist()] for x, y in zip(row.inputs, row.targets)] for row in open_rows]
+
+
+def rows_from_state(state: list) -> list[_Row]:
+    rows = []
+    for segments in state:
+        row = _Row()
+        for x, y in segments:
+            row.inputs.append(np.asarray(x, np.int32))
+            row.targets.append(np.asarray(y, np.int32))
+        row.used_inputs = sum(map(len, row.inputs))
+        row.used_targets = sum(map(len, row.targets))
+        rows.append(row)
+    return rows
 
 
 def pack_batches(examples: Iterable[tuple[np.ndarray, np.ndarray]], lengths: Mapping[str, int],
-                 batch_size: int, max_open_rows: int = 64) -> Iterator[dict[str, np.ndarray]]:
+                 batch_size: int, max_open_rows: int = 64,
+                 open_rows: list[_Row] | None = None) -> Iterator[dict[str, np.ndarray]]:
     """Packed int32 batches {feature: [batch_size, length]}; a last partial batch is dropped (like drop_remainder).
+    open_rows: as in packed_rows; between batches it holds every example read and not yet in a batch.
     """
     batch: list[_Row] = []
-    for row in packed_rows(examples, lengths, max_open_rows):
+    for row in packed_rows(examples, lengths, max_open_rows, open_rows):
         batch.append(row)
         if len(batch) == batch_size:
             out = _empty_batch(batch_size, lengths, PACKED_FEATURES)

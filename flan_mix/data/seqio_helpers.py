@@ -4,8 +4,9 @@ Tasks carry no metric_fns or postprocess_fn: scoring lives in flan_mix.evaluatio
 from __future__ import annotations
 
 import functools
-from typing import Mapping
+from typing import Mapping, Optional, Sequence
 
+import numpy as np
 import seqio
 import tensorflow as tf
 
@@ -32,3 +33,24 @@ def append_eos_after_trim(dataset: tf.data.Dataset, output_features: Mapping[str
     fn = functools.partial(seqio.preprocessors.append_eos_after_trim_impl, output_features=output_features,
                            sequence_length=sequence_length)
     return dataset.map(tf.autograph.experimental.do_not_convert(fn))
+
+
+class PythonTokenizer:
+    """Python tokenization with seqio's append_eos_after_trim semantics: trim to the feature length minus one,
+    then the EOS id (for features with add_eos)."""
+
+    def __init__(self, output_features: Mapping[str, seqio.Feature], sequence_length: Optional[Mapping[str, int]]):
+        self.encoders = {k: output_features[k].vocabulary.encode for k in ("inputs", "targets")}
+        self.eos = {k: [output_features[k].vocabulary.eos_id] if output_features[k].add_eos else []
+                    for k in ("inputs", "targets")}
+        self.limit = {k: (sequence_length or {}).get(k) for k in ("inputs", "targets")}
+
+    def finish(self, ids: Sequence[int], key: str) -> list[int]:
+        if self.limit[key] is not None and self.eos[key]:
+            ids = ids[:self.limit[key] - 1]
+        return list(ids) + self.eos[key]
+
+    def pair(self, inputs: str, targets: str):
+        """(inputs, targets) int32 ids of two texts, trimmed and ending in EOS."""
+        return (np.asarray(self.finish(self.encoders["inputs"](inputs), "inputs"), np.int32),
+                np.asarray(self.finish(self.encoders["targets"](targets), "targets"), np.int32))

@@ -15,7 +15,10 @@ checkpoint complete.
 """
 from __future__ import annotations
 
+import gzip
+import json
 import os
+import re
 from typing import Any
 
 import flax.linen as nn
@@ -92,6 +95,8 @@ class Checkpointer:
                                                create=True, enable_async_checkpointing=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options,
                                              item_handlers=ocp.PyTreeCheckpointHandler())
+        # One file per process and step: each host's data stream reads its own shard, so positions differ.
+        self.data_state_dir = os.path.join(os.path.abspath(model_dir), "data_state")
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
@@ -102,19 +107,50 @@ class Checkpointer:
         return step != self.manager.latest_step() and self.manager.should_save(step)
 
     def save(self, state: TrainState, force: bool = False, *, step: int | None = None,
-             metadata: dict[str, Any] | None = None) -> bool:
+             metadata: dict[str, Any] | None = None, data_state: dict | None = None) -> bool:
         """Saves if the interval says so (or force); a step already on disk is not written twice.
 
         step: state.step as a host int, when the caller knows it (the step loop does): reading it
         from the device would wait for the step to finish. metadata: small JSON-able figures kept
-        with the step (read back with metadata()). Returns once the arrays are copied to the host;
+        with the step (read back with metadata()). data_state: this process's data-stream position after
+        the step (JSON-able; read back with data_state()). Returns once the arrays are copied to the host;
         the write goes on in the background (wait() or close() to be sure it is on disk).
         """
         step = int(jax.device_get(state.step)) if step is None else step
         if step == self.manager.latest_step():
             return False
-        return self.manager.save(step, args=ocp.args.PyTreeSave(_as_tree(state)), force=force,
-                                 custom_metadata=metadata)
+        if not (force or self.manager.should_save(step)):
+            return False
+        if data_state is not None:
+            # Written (synchronously, it is small) before the step: a step on disk always has its data state.
+            _write_json_gz(self._data_state_path(step), data_state)
+        saved = self.manager.save(step, args=ocp.args.PyTreeSave(_as_tree(state)), force=True,
+                                  custom_metadata=metadata)
+        self._prune_data_states(keep={step})
+        return saved
+
+    def _data_state_path(self, step: int, process_index: int | None = None) -> str:
+        process_index = jax.process_index() if process_index is None else process_index
+        return os.path.join(self.data_state_dir, f"step_{step}.process_{process_index}.json.gz")
+
+    def data_state(self, step: int) -> dict | None:
+        """This process's data-stream state saved with `step`; None when none was (a checkpoint from before
+        data states were saved, or one imported with save_params)."""
+        path = self._data_state_path(step)
+        if not os.path.exists(path):
+            return None
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return json.load(f)
+
+    def _prune_data_states(self, keep: set[int]) -> None:
+        """Removes data states whose checkpoint step is gone (orbax keeps `keep` steps)."""
+        if not os.path.isdir(self.data_state_dir):
+            return
+        live = set(self.manager.all_steps()) | keep
+        for name in os.listdir(self.data_state_dir):
+            m = re.fullmatch(r"step_(\d+)\.process_\d+\.json\.gz", name)
+            if m and int(m.group(1)) not in live:
+                os.remove(os.path.join(self.data_state_dir, name))
 
     def metadata(self, step: int | None = None) -> dict[str, Any]:
         """The metadata saved with a step (the latest by default); {} when none."""
@@ -139,7 +175,17 @@ class Checkpointer:
 
     def close(self):
         self.manager.wait_until_finished()
+        self._prune_data_states(keep=set())
         self.manager.close()
+
+
+def _write_json_gz(path: str, value: Any) -> None:
+    """Atomic: a reader never sees half a file (write to a temporary name, then rename)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=3) as f:
+        json.dump(value, f, separators=(",", ":"))
+    os.replace(tmp, path)
 
 
 def checkpoint_step_dir(model_dir: str, step: int | None = None) -> str:

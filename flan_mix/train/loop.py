@@ -56,7 +56,10 @@ class MetricsWriter:
             log.info("metrics.jsonl: dropped %d row(s) after step %d, which run again from the checkpoint",
                      dropped, start_step)
         self.jsonl = open(path, "a")
-        self.tb = SummaryWriter(os.path.join(model_dir, "tensorboard"))
+        # purge_step: TensorBoard hides the events of steps > start_step that earlier event files hold, so a
+        # resumed run's curves have each step once, as metrics.jsonl does.
+        self.tb = SummaryWriter(os.path.join(model_dir, "tensorboard"),
+                                purge_step=start_step + 1 if start_step else None)
 
     def write(self, step: int, metrics: Mapping[str, float], prefix: str = "train"):
         if not self.enabled:
@@ -182,11 +185,22 @@ def train(use_packing: bool = True,
     print(f"model: {model.config}\nmesh: {dict(mesh.shape)}  params: "
           f"{sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(abstract.params)):,}")
 
-    batches = pipeline.get_batches(
-        run.mixture_or_task_name, task_feature_lengths=run.task_feature_lengths, split="train",
-        global_batch_size=run.batch_size, seed=run.seed, shuffle=True, pack=use_packing,
-        shard_index=jax.process_index(), num_shards=jax.process_count(), start_batch=start,
-        **model.batch_layout())
+    stream_args = dict(task_feature_lengths=run.task_feature_lengths, split="train", global_batch_size=run.batch_size,
+                       seed=run.seed, shuffle=True, pack=use_packing, shard_index=jax.process_index(),
+                       num_shards=jax.process_count(), **model.batch_layout())
+    batches = None
+    data_state = ckpt.data_state(start) if start else None
+    if data_state is not None:
+        try:  # instant: continues the saved stream (mixture RNG, task positions, open rows)
+            batches = pipeline.get_batches(run.mixture_or_task_name, state=data_state, **stream_args)
+        except pipeline.DataStateMismatch as e:  # e.g. another number of hosts
+            log.warning("the data-stream state saved with step %d does not fit this run: %s Regenerating and "
+                        "dropping %d batches of this run's stream instead.", start, e, start)
+    elif start:
+        log.warning("no data-stream state was saved with step %d (a checkpoint from before data states were "
+                    "saved): regenerating and dropping %d batches to resume the stream.", start, start)
+    if batches is None:
+        batches = pipeline.get_batches(run.mixture_or_task_name, start_batch=start, **stream_args)
     step_fn = trainer.compile_train_step(shardings, dropout=dropout)
     state_is_finite = jax.jit(tree_all_finite)
     writer = MetricsWriter(run.model_dir, start_step=start)
@@ -230,7 +244,8 @@ def train(use_packing: bool = True,
                 found, detected_at=done, metrics=host_metrics(), last_checkpoint=ckpt.latest_step(),
                 checkpoint_dir=ckpt.directory, state_only=True)
             raise resilience.NonFiniteError(message, step=done)
-        ckpt.save(state, force=force, step=done, metadata={"skipped_steps": skipped_before + found.count})
+        ckpt.save(state, force=force, step=done, metadata={"skipped_steps": skipped_before + found.count},
+                  data_state=batches.state())
 
     preempt = resilience.PreemptionGuard()
     done = start
@@ -265,6 +280,7 @@ def train(use_packing: bool = True,
             save(done, force=True)  # the final step, or where SIGTERM stopped the loop
         finally:
             bar.close()
+            batches.close()
             ckpt.close()  # waits for the background writes: every checkpoint is complete
             writer.close()
     skipped = skipped_before + faults.read().count

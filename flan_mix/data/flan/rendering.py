@@ -74,24 +74,77 @@ def render_stream(raw_examples: Iterator[Mapping[str, Any]], spec: RenderSpec, a
     With max_input_tokens as well, a few-shot prompt whose ids plus EOS do not fit drops its last exemplar until
     it fits or one is left (then it is trimmed downstream); the number of shortened prompts is logged.
     """
-    few_shot = spec.template_type.startswith("fs_")
-    history: collections.deque = collections.deque(maxlen=_HISTORY)
-    ahead: collections.deque = collections.deque()
-    counts = collections.Counter()
+    window = RenderWindow(spec, adapter, encoders, max_input_tokens)
+    for raw in raw_examples:
+        rec = window.push(raw)
+        if rec is not None:
+            yield rec
+    yield from window.drain()
+    window.log_counts()
 
-    def adapt(raw):
-        seed = _content_seed(spec, raw)
-        rng = random.Random(seed)
-        ex = adapter(raw, rng)
-        return None if ex is None else (ex, seed, raw)
 
-    def emit(item, pool):
-        ex, seed, raw = item
+class RenderWindow:
+    """render_stream as a state machine: push raw examples in (each gives at most one rendered record), drain()
+    at the end of the stream.
+
+    Few-shot tasks (not NIv2) draw exemplars from a window: up to _HISTORY examples already emitted and
+    _LOOKAHEAD read ahead. The window is the renderer's only state: keys() names its examples by the key each
+    was pushed with, and restore() refills it, so a stream can be resumed exactly (flan_mix.data.flan.streaming).
+    """
+
+    def __init__(self, spec: RenderSpec, adapter: Callable, encoders: Optional[Encoders] = None,
+                 max_input_tokens: Optional[int] = None):
+        self.spec, self.adapter, self.encoders, self.max_input_tokens = spec, adapter, encoders, max_input_tokens
+        self.windowed = spec.template_type.startswith("fs_") and not spec.is_niv2
+        self.history: collections.deque = collections.deque(maxlen=_HISTORY)
+        self.ahead: collections.deque = collections.deque()
+        self.counts = collections.Counter()
+
+    def _adapt(self, raw, key):
+        seed = _content_seed(self.spec, raw)
+        ex = self.adapter(raw, random.Random(seed))
+        return None if ex is None else (ex, seed, raw, key)
+
+    def push(self, raw: Mapping[str, Any], key: Any = None) -> Optional[dict]:
+        item = self._adapt(raw, key)
+        if item is None:
+            self.counts["skipped"] += 1
+            return None
+        if not self.windowed:
+            return self._emit(item, [])
+        self.ahead.append(item)
+        if len(self.ahead) <= _LOOKAHEAD:
+            return None
+        return self._emit_next()
+
+    def _emit_next(self) -> dict:
+        q = self.ahead.popleft()
+        rec = self._emit(q, list(self.history) + list(self.ahead))
+        self.history.append(q)
+        return rec
+
+    def drain(self) -> Iterator[dict]:
+        while self.ahead:
+            yield self._emit_next()
+
+    def keys(self) -> dict[str, list]:
+        """The keys of the window's examples: what restore() needs to rebuild it."""
+        return {"history": [item[3] for item in self.history], "ahead": [item[3] for item in self.ahead]}
+
+    def restore(self, history: Sequence[tuple[Mapping[str, Any], Any]],
+                ahead: Sequence[tuple[Mapping[str, Any], Any]]) -> None:
+        """Refills the window from (raw example, key) pairs, as keys() named them (all were adapted before)."""
+        self.history.extend(self._adapt(raw, key) for raw, key in history)
+        self.ahead.extend(self._adapt(raw, key) for raw, key in ahead)
+
+    def _emit(self, item, pool) -> dict:
+        spec, counts = self.spec, self.counts
+        ex, seed, raw, _ = item
         rng = random.Random(seed ^ 0x5EED)
         # No draw at weight 0, so that the exemplar draws below stay those of a task without inversion.
         inverted = spec.inversion_weight > 0 and rng.random() < spec.inversion_weight
         exemplars: list = []
-        if few_shot:
+        if spec.template_type.startswith("fs_"):
             if spec.is_niv2:
                 exemplars = _niv2_exemplars(raw, ex["definition"])
                 if not exemplars:
@@ -104,6 +157,7 @@ def render_stream(raw_examples: Iterator[Mapping[str, Any]], spec: RenderSpec, a
                                      "examples in the stream, this host's shard has one; use zs_* or fewer hosts")
                 k = min(len(pool), rng.randint(1, MAX_EXEMPLARS))
                 exemplars = [p[0] for p in rng.sample(pool, k)]
+        encoders, max_input_tokens = self.encoders, self.max_input_tokens
         while True:
             out = templates.format_example(ex, family=spec.family, template_type=spec.template_type, seed=seed,
                                            exemplars=exemplars, inverted=inverted)
@@ -121,26 +175,11 @@ def render_stream(raw_examples: Iterator[Mapping[str, Any]], spec: RenderSpec, a
         counts["emitted"] += 1
         return rec
 
-    for raw in raw_examples:
-        item = adapt(raw)
-        if item is None:
-            counts["skipped"] += 1
-            continue
-        if not few_shot or spec.is_niv2:
-            yield emit(item, [])
-            continue
-        ahead.append(item)
-        if len(ahead) > _LOOKAHEAD:
-            q = ahead.popleft()
-            yield emit(q, list(history) + list(ahead))
-            history.append(q)
-    while ahead:
-        q = ahead.popleft()
-        yield emit(q, list(history) + list(ahead))
-        history.append(q)
-    if counts["skipped"]:
-        logger.warning("Task %r (%s): skipped %d raw example(s) without a usable label/answer; rendered %d.",
-                       spec.task, spec.template_type, counts["skipped"], counts["emitted"])
-    if counts["shortened"]:
-        logger.info("Task %r (%s): dropped %d few-shot exemplar(s) so that prompts fit %d input tokens.",
-                    spec.task, spec.template_type, counts["shortened"], max_input_tokens)
+    def log_counts(self) -> None:
+        spec, counts = self.spec, self.counts
+        if counts["skipped"]:
+            logger.warning("Task %r (%s): skipped %d raw example(s) without a usable label/answer; rendered %d.",
+                           spec.task, spec.template_type, counts["skipped"], counts["emitted"])
+        if counts["shortened"]:
+            logger.info("Task %r (%s): dropped %d few-shot exemplar(s) so that prompts fit %d input tokens.",
+                        spec.task, spec.template_type, counts["shortened"], self.max_input_tokens)

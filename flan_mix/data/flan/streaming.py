@@ -9,29 +9,13 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from flan_mix.data import tf_errors
-from flan_mix.data.flan.rendering import OUTPUT_KEYS, RenderSpec, render_stream
-from flan_mix.data.flan.sources.base import ExampleSource, dataset_rows
+from flan_mix.data import seqio_helpers, task_streams, tf_errors
+from flan_mix.data.flan.rendering import OUTPUT_KEYS, RenderSpec, RenderWindow, render_stream
+from flan_mix.data.flan.sources.base import ExampleSource, IndexedDataSource, dataset_rows
 
 _CHUNK = 256  # examples per Python -> tf.data crossing on the seqio path
 
 _TEXT_KEYS = OUTPUT_KEYS + ("inputs_pretokenized", "targets_pretokenized")
-
-
-class _Tokenizer:
-    """Python tokenization with seqio's append_eos_after_trim semantics: trim to the feature length minus one,
-    then the EOS id (for features with add_eos)."""
-
-    def __init__(self, output_features: Mapping[str, seqio.Feature], sequence_length: Optional[Mapping[str, int]]):
-        self.encoders = {k: output_features[k].vocabulary.encode for k in ("inputs", "targets")}
-        self.eos = {k: [output_features[k].vocabulary.eos_id] if output_features[k].add_eos else []
-                    for k in ("inputs", "targets")}
-        self.limit = {k: (sequence_length or {}).get(k) for k in ("inputs", "targets")}
-
-    def finish(self, ids: Sequence[int], key: str) -> list[int]:
-        if self.limit[key] is not None and self.eos[key]:
-            ids = ids[:self.limit[key] - 1]
-        return list(ids) + self.eos[key]
 
 
 def render_preprocessor(dataset: tf.data.Dataset, sequence_length: Optional[Mapping[str, int]] = None,
@@ -44,7 +28,7 @@ def render_preprocessor(dataset: tf.data.Dataset, sequence_length: Optional[Mapp
     Tokenizing here, in Python, is ~5x cheaper per example than a tf.data map of the SentencePiece op.
     This is the seqio path (seqio.get_dataset, eval, inspect); training streams use StreamingTask.token_stream.
     """
-    tok = _Tokenizer(output_features, sequence_length)
+    tok = seqio_helpers.PythonTokenizer(output_features, sequence_length)
     signature = {k: tf.TensorSpec([None], tf.string) for k in _TEXT_KEYS}
     for k in ("inputs", "targets"):
         signature[k] = tf.TensorSpec([None, None], tf.int32)
@@ -101,13 +85,63 @@ class StreamingTask(seqio.Task):
 
     def token_stream(self, *, sequence_length: Optional[Mapping[str, int]], split: str = "train",
                      shuffle: bool = True, seed: Optional[int] = None,
-                     shard_info: Optional[seqio.ShardInfo] = None,
-                     num_epochs: Optional[int] = 1) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                     shard_info: Optional[seqio.ShardInfo] = None, num_epochs: Optional[int] = 1,
+                     state: Optional[dict] = None) -> task_streams.TaskStream:
         """(inputs, targets) int32 ids, rendered exactly as the seqio path renders them (order aside: no
-        shuffle buffer here; the sources already read in a seeded random order)."""
-        raws = self.source.iter_examples(split, shuffle=shuffle, seed=seed, shard_info=shard_info,
-                                         num_epochs=num_epochs)
-        tok = _Tokenizer(self.output_features, sequence_length)
-        for rec in render_stream(raws, self.spec, self.adapter, tok.encoders, tok.limit["inputs"]):
-            yield (np.asarray(tok.finish(rec["inputs_ids"], "inputs"), np.int32),
-                   np.asarray(tok.finish(rec["targets_ids"], "targets"), np.int32))
+        shuffle buffer here; the sources already read in a seeded random order); resumable from `state`."""
+        tok = seqio_helpers.PythonTokenizer(self.output_features, sequence_length)
+        if isinstance(self.source, IndexedDataSource):
+            return _IndexedRenderStream(self, tok, split=split, shuffle=shuffle, seed=seed, shard_info=shard_info,
+                                        num_epochs=num_epochs, state=state)
+
+        def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            # A source without positions (TFDS through tf.data): resumable only by re-reading (ReplayStream).
+            raws = self.source.iter_examples(split, shuffle=shuffle, seed=seed, shard_info=shard_info,
+                                             num_epochs=num_epochs)
+            for rec in render_stream(raws, self.spec, self.adapter, tok.encoders, tok.limit["inputs"]):
+                yield _token_pair(tok, rec)
+
+        return task_streams.ReplayStream(pairs, self.name, state)
+
+
+def _token_pair(tok: seqio_helpers.PythonTokenizer, rec: dict) -> tuple[np.ndarray, np.ndarray]:
+    return (np.asarray(tok.finish(rec["inputs_ids"], "inputs"), np.int32),
+            np.asarray(tok.finish(rec["targets_ids"], "targets"), np.int32))
+
+
+class _IndexedRenderStream:
+    """A StreamingTask's token stream over a source with positions, resumable without re-reading: the state is
+    the source cursor plus the cursors of the few-shot window's examples (RenderWindow.keys()), which are
+    fetched again one by one on restore (at most _HISTORY + _LOOKAHEAD of them)."""
+
+    def __init__(self, task: StreamingTask, tok: seqio_helpers.PythonTokenizer, *, split: str, shuffle: bool,
+                 seed, shard_info, num_epochs, state: Optional[dict]):
+        self._tok = tok
+        self._raw = task.source.indexed_stream(split, shuffle=shuffle, seed=seed, shard_info=shard_info,
+                                               num_epochs=num_epochs, state=state["raw"] if state else None)
+        self._window = RenderWindow(task.spec, task.adapter, tok.encoders, tok.limit["inputs"])
+        self._draining: Optional[Iterator[dict]] = None
+        if state:
+            self._window.restore([(self._raw.example_at(k), k) for k in state["history"]],
+                                 [(self._raw.example_at(k), k) for k in state["ahead"]])
+
+    def __iter__(self) -> "_IndexedRenderStream":
+        return self
+
+    def __next__(self) -> tuple[np.ndarray, np.ndarray]:
+        while self._draining is None:
+            raw = next(self._raw, None)
+            if raw is None:
+                self._draining = self._window.drain()
+                break
+            rec = self._window.push(raw, self._raw.last_cursor)
+            if rec is not None:
+                return _token_pair(self._tok, rec)
+        try:
+            return _token_pair(self._tok, next(self._draining))
+        except StopIteration:
+            self._window.log_counts()
+            raise
+
+    def state(self) -> dict:
+        return {"raw": self._raw.state(), **self._window.keys()}

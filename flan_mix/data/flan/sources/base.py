@@ -33,7 +33,7 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
-from flan_mix.data import tf_errors
+from flan_mix.data import task_streams, tf_errors
 from flan_mix.data.data_errors import MissingDataError
 
 TRAIN = "train"
@@ -83,15 +83,9 @@ def example_order(
     num_examples: int, shuffle: bool, seed: Optional[int], shard_info: Optional[seqio.ShardInfo]
 ) -> np.ndarray:
     """Positions this host reads, in order: one global order, then every num_shards-th position."""
-    if shuffle:
-        order = np.random.default_rng(as_int_seed(seed)).permutation(num_examples)
-    else:
-        order = np.arange(num_examples)
-    if shard_info is not None and shard_info.num_shards > 1:
-        if not 0 <= shard_info.index < shard_info.num_shards:
-            raise ValueError(f"Bad shard_info {shard_info}: index must be in [0, {shard_info.num_shards})")
-        order = order[shard_info.index :: shard_info.num_shards]
-    return order
+    if shard_info is not None and not 0 <= shard_info.index < shard_info.num_shards:
+        raise ValueError(f"Bad shard_info {shard_info}: index must be in [0, {shard_info.num_shards})")
+    return task_streams.epoch_order(num_examples, shuffle, as_int_seed(seed), 0, shard_info)
 
 
 def holdout_size(num_examples: int) -> int:
@@ -226,16 +220,18 @@ class IndexedDataSource(seqio.DataSource, abc.ABC):
     ) -> Iterator[dict[str, Any]]:
         """The same examples as get_dataset, as Python dicts and without TensorFlow (what the mixture streamer
         reads); num_epochs=None repeats forever, each epoch in a new order when shuffling."""
+        return self.indexed_stream(split, shuffle=shuffle, seed=seed, shard_info=shard_info, num_epochs=num_epochs)
+
+    def indexed_stream(self, split: str = TRAIN, *, shuffle: bool = True, seed: Optional[int] = None,
+                       shard_info: Optional[seqio.ShardInfo] = None, num_epochs: Optional[int] = 1,
+                       state: Optional[dict] = None) -> task_streams.IndexedStream:
+        """iter_examples as a resumable IndexedStream of raw examples (state: one it gave, to continue)."""
         check_split(self.task_name, split, self.splits)
         self.check_available()
-        base, epoch = as_int_seed(seed), 0
-        while num_epochs is None or epoch < num_epochs:
-            order = self._order(split, shuffle, base + 1_000_003 * epoch, shard_info)
-            if not len(order):
-                return  # this host's shard is empty: nothing to repeat
-            for start in range(0, len(order), _PY_CHUNK):
-                yield from self._examples_of(split, order[start:start + _PY_CHUNK])
-            epoch += 1
+        positions = self._split_positions(split)
+        return task_streams.IndexedStream(
+            len(positions), lambda idx: self._examples_of(split, positions[idx]), seed=as_int_seed(seed),
+            shuffle=shuffle, shard_info=shard_info, num_epochs=num_epochs, state=state, chunk=_PY_CHUNK)
 
     def _dataset_for_order(self, order_fn: Callable[[], np.ndarray], split: str = TRAIN) -> tf.data.Dataset:
         """Examples of the split at the positions order_fn() returns (called when iteration starts).
