@@ -195,6 +195,10 @@ def test_pre_experience_picks_the_middle_of_each_cluster():
     assert sum(i < 8 for i in picked) == 3 and all(3 <= ppl[i] <= 6 for i in picked)
     # More clusters asked for than items: one per item, each item its own band.
     assert ifd.pick_pre_experience(emb[:3], ppl[:3], ifd.ifd_pre_experience(num_clusters=100)) == [0, 1, 2]
+    # A cluster of 2 has no member inside its 25-75 band: topped up from those nearest its median.
+    two = ifd.pick_pre_experience(emb[[0, 1, 8]], np.array([1.0, 5.0, 3.0]),
+                                  ifd.ifd_pre_experience(num_clusters=2, per_cluster=1))
+    assert len(two) == 2 and 2 in two
 
 
 def test_bad_input_and_flags_are_named(tmp_path):
@@ -209,3 +213,20 @@ def test_bad_input_and_flags_are_named(tmp_path):
     with pytest.raises(ValueError, match="give one of them"):
         ifd.ifd_command(input=str(bad), output=str(tmp_path / "o.jsonl"), select_fraction="0.1", select_top="2",
                         selected_output="s.jsonl")
+
+
+def test_scoring_resumes_after_an_interruption(tmp_path):
+    """A run cut off mid-file (the last line half written) resumes: same records, same values, no duplicates."""
+    hf, model, params = _t5_peer()
+    loaded = LoadedModel(model=model, params=params, mesh=partitioning.make_mesh(), vocabulary=seqio.ByteVocabulary())
+    records = [{"id": f"r{i}", "instruction": f"Echo {i}.", "input": "", "output": f"{i} {i}"} for i in range(9)]
+    full, cut = tmp_path / "full.jsonl", tmp_path / "cut.jsonl"
+    assert ifd.score_file(loaded, records, str(full), lengths=LENGTHS, batch_size=2) == 9
+    lines = full.read_text().splitlines(keepends=True)
+    cut.write_text("".join(lines[:4]) + lines[4][:len(lines[4]) // 2])  # what a kill mid-write leaves
+    assert ifd.score_file(loaded, records, str(cut), lengths=LENGTHS, batch_size=2) == 5
+    again = [json.loads(line) for line in cut.read_text().splitlines()]
+    assert [r["id"] for r in again] == [r["id"] for r in records]
+    for a, b in zip(again, map(json.loads, lines)):
+        assert a.keys() == b.keys() and a["ifd"] == pytest.approx(b["ifd"], abs=1e-6)
+    assert ifd.score_file(loaded, records, str(cut), lengths=LENGTHS, batch_size=2) == 0

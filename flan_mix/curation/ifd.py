@@ -224,7 +224,9 @@ def instruction_embeddings(loaded: LoadedModel, texts: Sequence[str], *, inputs_
 
 def pick_pre_experience(embeddings: np.ndarray, perplexities: np.ndarray, settings: ifd_pre_experience) -> list[int]:
     """Indices (sorted) of the items to train on: K-means the embeddings, then in each cluster up to per_cluster
-    items, drawn with the seed, from those whose perplexity lies in the cluster's percentile band."""
+    items, drawn with the seed, from those whose perplexity lies in the cluster's percentile band. A band with
+    fewer items than that (a small cluster: with 2 members, neither lies inside 25-75) is topped up with the
+    cluster's other members nearest its median perplexity, so a cluster is never left out."""
     try:
         from sklearn.cluster import KMeans  # scikit-learn is needed by this stage only
     except ImportError:
@@ -240,6 +242,11 @@ def pick_pre_experience(embeddings: np.ndarray, perplexities: np.ndarray, settin
         band = members[(perplexities[members] >= lo) & (perplexities[members] <= hi)]
         take = min(settings.per_cluster, len(band))
         chosen += rng.choice(band, size=take, replace=False).tolist()
+        if take < settings.per_cluster:
+            rest = np.setdiff1d(members, band)
+            median = np.median(perplexities[members])
+            rest = rest[np.argsort(np.abs(perplexities[rest] - median), kind="stable")]
+            chosen += rest[:settings.per_cluster - take].tolist()
     return sorted(int(i) for i in chosen)
 
 
@@ -327,6 +334,24 @@ def _flag_bool(name: str, value: str | None) -> bool:
     raise ValueError(f"--{name}={value}: expected true or false.")
 
 
+def score_file(loaded: LoadedModel, records: Sequence[dict], output: str, *, lengths: Mapping[str, int],
+               batch_size: int) -> int:
+    """Appends each record not yet in `output` with its IFD fields (or `skipped`), a few batches at a time, so
+    an interrupted run resumes after the last line written. Returns how many records were scored now."""
+    with AppendOnlyWriter(output) as writer:
+        pending = writer.pending(records)
+        bar = tqdm(total=len(records), initial=len(records) - len(pending), desc="ifd", unit="rec",
+                   dynamic_ncols=True)
+        step = batch_size * _CHUNK_BATCHES
+        for start in range(0, len(pending), step):
+            chunk = pending[start:start + step]
+            for rec, result in zip(chunk, score_ifd(loaded, chunk, lengths=lengths, batch_size=batch_size)):
+                writer.write({**rec, **result})
+            bar.update(len(chunk))
+        bar.close()
+    return len(pending)
+
+
 def write_selection(scored_path: str, selected_path: str, *, fraction: float | None, top: int | None) -> list[dict]:
     scored = read_records(scored_path)
     chosen = select(scored, fraction=fraction, top=top)
@@ -363,19 +388,9 @@ def ifd_command(input: str | None, output: str | None, batch_size: str = "16", s
     loaded = load_model(run.model_dir)
     if use_pre_experience:
         loaded = pre_experienced_model(loaded, records, model_dir=run.model_dir, lengths=lengths, batch_size=bs)
-    with AppendOnlyWriter(output) as writer:
-        pending = writer.pending(records)
-        bar = tqdm(total=len(records), initial=len(records) - len(pending), desc="ifd", unit="rec",
-                   dynamic_ncols=True)
-        step = bs * _CHUNK_BATCHES
-        for start in range(0, len(pending), step):
-            chunk = pending[start:start + step]
-            for rec, result in zip(chunk, score_ifd(loaded, chunk, lengths=lengths, batch_size=bs)):
-                writer.write({**rec, **result})
-            bar.update(len(chunk))
-        bar.close()
+    scored_now = score_file(loaded, records, output, lengths=lengths, batch_size=bs)
     scored = read_records(output)
-    summary = {"records": len(scored), "scored_now": len(pending),
+    summary = {"records": len(scored), "scored_now": scored_now,
                "skipped": sum(1 for r in scored if r.get("skipped")),
                "ifd_above_1": sum(1 for r in scored if not r.get("skipped") and r.get("ifd", 0) > 1)}
     ifds = np.array([r["ifd"] for r in scored if not r.get("skipped") and "ifd" in r], np.float64)

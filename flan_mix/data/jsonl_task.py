@@ -72,6 +72,9 @@ def read_training_pairs(path: str) -> tuple[list[dict[str, str]], int]:
 
 def register_jsonl_task(name: str, path: str, vocabulary: seqio.Vocabulary) -> seqio.Task:
     """Registers (or replaces) the seqio Task `name` over the records of `path`; one split, "train"."""
+    if name in seqio.TaskRegistry.names() and name not in _OURS:
+        raise JsonlTaskError(f"register_all.jsonl_tasks: '{name}' is already a registered task of a collection; "
+                             f"give {path} another task name.")
     pairs, left_out = read_training_pairs(path)
     if left_out:
         logger.warning("%s: left out %d record(s) carrying 'error' or 'skipped' (not training data); %d kept.",
@@ -90,9 +93,6 @@ def register_jsonl_task(name: str, path: str, vocabulary: seqio.Vocabulary) -> s
 
     features = {k: seqio.Feature(vocabulary=vocabulary, add_eos=True, dtype=tf.int32) for k in ("inputs", "targets")}
     if name in seqio.TaskRegistry.names():
-        if name not in _OURS:
-            raise JsonlTaskError(f"register_all.jsonl_tasks: '{name}' is already a registered task of a collection; "
-                                 "give the file another name.")
         seqio.TaskRegistry.remove(name)
     task = seqio.Task(
         name,
