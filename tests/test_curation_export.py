@@ -1,5 +1,5 @@
-"""curate export (tasks and mixtures -> records, resumable), JSONL files as seqio tasks, and the stages end to end
-through real `python run.py` processes: export -> train on the exported file -> ifd with pre-experience."""
+"""curate export (tasks and mixtures -> records, resumable) and JSONL files as seqio tasks, trained on through a real
+`python run.py train`."""
 import json
 import os
 
@@ -81,35 +81,18 @@ def test_jsonl_task_reads_records_and_names_bad_lines(vocabulary, tmp_path):
         jsonl_task.register_jsonl_task(TASK, str(tmp_path / "set.jsonl"), vocabulary)
 
 
-def test_export_train_on_it_then_ifd_end_to_end(tmp_path):
-    """The README's curation commands: export a task, train on the file (gin register_all.jsonl_tasks), score
-    it with IFD using pre-experience, select the top 5."""
+def test_training_runs_on_a_registered_file(vocabulary, tmp_path):
+    """gin register_all.jsonl_tasks + MIXTURE_OR_TASK_NAME: a curated file trains like any task (real run.py)."""
     records, run = str(tmp_path / "recs.jsonl"), str(tmp_path / "run")
-    proc = ok(run_cli("curate", "export", f"--task={TASK}", f"--output={records}", "--max_examples=16", *SMALL,
-                      timeout=300))
-    assert f"exported {TASK} (train): 16 records written, 0 already in" in proc.stdout
-    with open(records, "a") as f:  # a record a later stage gave up on: not training data
+    export.export(TASK, records, max_examples=12)
+    with open(records, "a") as f:  # a record a stage gave up on: not training data
         f.write(json.dumps({"id": "broken", "instruction": "x", "input": "", "output": "y", "error": "timeout"}) + "\n")
-    ok(run_cli("train", *SMALL, "--gin.TRAIN_STEPS=3", f"--gin.MODEL_DIR='{run}'",
-               f"--gin.register_all.jsonl_tasks={{'my_set': '{records}'}}", "--gin.MIXTURE_OR_TASK_NAME='my_set'",
-               "--gin.train_command.evaluate_after=False", timeout=300))
+    proc = ok(run_cli("train", *SMALL, "--gin.TRAIN_STEPS=3", f"--gin.MODEL_DIR='{run}'",
+                      f"--gin.register_all.jsonl_tasks={{'my_set': '{records}'}}", "--gin.MIXTURE_OR_TASK_NAME='my_set'",
+                      "--gin.train_command.evaluate_after=False", timeout=300))
+    assert "left out 1 record(s) carrying 'error' or 'skipped' (not training data); 12 kept" in proc.stderr
     with open(os.path.join(run, "metrics.jsonl")) as f:
-        assert [r["step"] for r in map(json.loads, f) if "train/loss" in r] == [3]
-
-    scored, selected = str(tmp_path / "scored.jsonl"), str(tmp_path / "selected.jsonl")
-    proc = run_cli("curate", "ifd", f"--input={records}", f"--output={scored}", f"--selected_output={selected}",
-                   "--select_top=5", "--batch_size=8", "--pre_experience=true", *SMALL, f"--gin.MODEL_DIR='{run}'",
-                   "--gin.ifd_pre_experience.num_clusters=3", "--gin.ifd_pre_experience.per_cluster=2",
-                   "--gin.ifd_pre_experience.train_steps=2", timeout=300)
-    ok(proc)
-    # Up to 2 per cluster (fewer where a cluster has fewer members).
-    picked = read_records(os.path.join(run, "pre_experience", "pre_experience.jsonl"))
-    assert 3 <= len(picked) <= 6 and f"pre-experience: {len(picked)} records from 3 clusters" in proc.stdout
-    assert os.path.isdir(os.path.join(run, "pre_experience", "checkpoints", "2"))
-    out = read_records(scored)
-    assert len(out) == 17 and out[-1]["skipped"].startswith("not scored: the input record carries 'error'")
-    assert all({"loss_conditioned", "loss_direct", "ifd"} <= set(r) or r.get("skipped") for r in out)
-    best = [r for r in out if not r.get("skipped") and r["ifd"] <= 1]
-    best = sorted(best, key=lambda r: -r["ifd"])[:5]
-    assert [r["id"] for r in read_records(selected)] == [r["id"] for r in best]
-    assert "selected 5 records (top 5 by IFD, IFD <= 1)" in proc.stdout
+        losses = [r["train/loss"] for r in map(json.loads, f) if "train/loss" in r]
+    assert len(losses) == 1 and 0 < losses[0] < 20  # logged at step 3
+    with open(os.path.join(run, "config.gin")) as f:
+        assert "'my_set'" in f.read()
