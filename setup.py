@@ -22,9 +22,11 @@ EXTRAS = {
     # The HF peer tests run our T5 against transformers on torch's CPU build.
     # nbclient + ipykernel execute examples/explore_mixture.ipynb in the notebook test.
     "test": ["pytest>=8", "pytest-timeout>=2.3", "torch==2.13.0", "transformers>=4.50", "matplotlib>=3.8",
-             "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+             "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29", "scikit-learn>=1.4"],
     "hf": ["datasets>=3.0"],
     "plot": ["matplotlib>=3.8"],
+    # IFD's pre-experience clusters instructions with K-means (curate ifd --pre_experience=true).
+    "curation": ["scikit-learn>=1.4"],
 }
 
 setuptools.setup(

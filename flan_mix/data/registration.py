@@ -6,12 +6,12 @@ collection whose task name it does not know yet.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import gin
 import seqio
 
-from flan_mix.data import hf_vocab, pipeline, vocab
+from flan_mix.data import hf_vocab, jsonl_task, pipeline, vocab
 from flan_mix.data.flan import flan_tasks
 from flan_mix.data.generated import mixture, seqio_tasks
 
@@ -19,13 +19,16 @@ COLLECTIONS = ("generated", "flan2022")
 
 
 @gin.configurable
-def register_all(collections: Sequence[str] = ("generated",), tokenizer_dir: Optional[str] = None):
+def register_all(collections: Sequence[str] = ("generated",), tokenizer_dir: Optional[str] = None,
+                 jsonl_tasks: Optional[Mapping[str, str]] = None):
     """Registers the named collections' tasks and mixtures; returns the shared vocabulary.
 
     "generated": the offline mini-collection; "flan2022": the Flan 2022 catalog (flan_mix.data.flan.flan_tasks).
     tokenizer_dir: tokenize every task with that directory's tokenizer (an imported model's
     tokenizer.json or spiece.model, see hf_vocab.vocabulary_from_dir) instead of the shared
     SentencePiece vocabulary trained on the generated text.
+    jsonl_tasks: {task name: path} of instruction-record files (flan_mix.data.jsonl_task) to register as
+    tasks with the same vocabulary, e.g. a curated set: then MIXTURE_OR_TASK_NAME = 'that name' trains on it.
     """
     unknown = sorted(set(collections) - set(COLLECTIONS))
     if unknown:
@@ -41,6 +44,8 @@ def register_all(collections: Sequence[str] = ("generated",), tokenizer_dir: Opt
     if "flan2022" in collections:
         # Data dirs, allow_missing_tasks, seed: gin register_flan2022.* (or the macro allow_missing_tasks).
         flan_tasks.register_flan2022(vocabulary=vocabulary)
+    if jsonl_tasks:
+        jsonl_task.register_jsonl_tasks(dict(jsonl_tasks), vocabulary)
     return vocabulary
 
 

@@ -141,6 +141,12 @@ class Model(abc.ABC):
         targets, weights, _ = self.targets_and_weights(batch)
         return losses.target_log_likelihoods(self.logits(params, batch), targets, weights)
 
+    def mean_hidden_states(self, params, batch: Batch) -> jax.Array:
+        """float32 [B, emb]: the mean over each row's tokens of the model's last hidden states (after the
+        final norm) reading batch["inputs"] (int32 [B, L] input ids, right-padded with 0): a text
+        embedding, e.g. for clustering instructions (IFD's pre-experience)."""
+        raise NotImplementedError(f"{type(self).__name__} does not provide mean_hidden_states.")
+
     # ----- multiple choice (rank classification) -----
     def options_batch(self, prompts: Sequence[np.ndarray], options: Sequence[Sequence[np.ndarray]], *,
                       num_options: int, inputs_length: int, targets_length: int) -> dict[str, np.ndarray]:

@@ -101,6 +101,17 @@ class DecoderOnlyModel(Model):
         # Inputs and targets in one row, loss on the targets; an LM ignores decoder_causal_attention.
         return {"layout": "prefix_lm", "bos_id": self.config.bos_id}
 
+    def mean_hidden_states(self, params, batch: Batch):
+        """The final-norm hidden states of BOS + the input ids, averaged over the real positions (BOS
+        included, padding left out; causal attention keeps the trailing padding from the real rows)."""
+        prompts = jnp.asarray(batch["inputs"], jnp.int32)
+        tokens = jnp.concatenate([jnp.full((prompts.shape[0], 1), self.config.bos_id, jnp.int32), prompts], 1)
+        seg = jnp.concatenate([jnp.ones((prompts.shape[0], 1), jnp.int32), (prompts != PAD_ID).astype(jnp.int32)], 1)
+        prefix = seg if self.config.prefix_lm else None  # a prefix-LM reads an instruction bidirectionally
+        hidden = self.module.apply({"params": params}, tokens, None, seg, prefix, hidden_only=True)
+        mask = seg.astype(jnp.float32)[..., None]
+        return jnp.sum(hidden.astype(jnp.float32) * mask, axis=1) / jnp.sum(mask, axis=1)
+
     def predict(self, params, batch: Batch, decoding: DecodingConfig, rng=None):
         """Generated ids int32 [B, max_decode_len], EOS included, zeros after it.
 

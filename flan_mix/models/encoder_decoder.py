@@ -97,6 +97,15 @@ class EncoderDecoderModel(Model):
         sums = losses.target_log_likelihoods(logits, targets, batch["decoder_loss_weights"])["sum_logprob"]
         return jnp.where(mask, sums.reshape(mask.shape), -jnp.inf)
 
+    def mean_hidden_states(self, params, batch: Batch):
+        """The encoder's output (final norm applied) averaged over each row's real tokens."""
+        tokens = jnp.asarray(batch["inputs"], jnp.int32)
+        seg = default_segment_ids(tokens)
+        module = self.module
+        encoded = module.apply({"params": params}, tokens, seg, method=module.encode).astype(jnp.float32)
+        mask = seg.astype(jnp.float32)[..., None]
+        return jnp.sum(encoded * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
+
     def predict(self, params, batch: Batch, decoding: DecodingConfig, rng=None):
         if decoding.num_beams > 1:
             return beam_decode(self.module, params, batch["inputs"], decoding=decoding)[0][:, 0]

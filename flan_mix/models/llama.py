@@ -209,7 +209,8 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, decoder_input_tokens, decoder_positions=None, decoder_segment_ids=None,
                  decoder_causal_attention=None, decode: bool = False, cache_length: int | None = None,
-                 deterministic: bool = True):
+                 deterministic: bool = True, hidden_only: bool = False):
+        """hidden_only: return the final-norm hidden states [B, L, emb] instead of the logits."""
         del deterministic  # no dropout: LLaMA trains without it
         cfg = self.config
         if cfg.vocab_size is None:
@@ -228,6 +229,8 @@ class Decoder(nn.Module):
             x = DecoderLayer(cfg, name=f"layer_{i}")(x, decoder_positions, decoder_segment_ids, prefix,
                                                      decode, cache_length)
         x = layers.RMSNorm(cfg.norm_eps, dtype=dt, name="final_norm")(x)
+        if hidden_only:
+            return x
         if cfg.tie_embeddings:
             logits = embed.attend(x)
         else:
