@@ -184,7 +184,7 @@ def make_app(chat: ChatModel, model_id: str, *, default_max_tokens: int) -> web.
         try:
             body = await request.json()
         except ValueError:
-            return _error(400, "body", "the request body is not valid JSON")
+            return _error(400, "body", "body: the request body is not valid JSON")
         try:
             parsed = parse_request(body, chat, model_id, default_max_tokens)
         except BadRequest as e:
@@ -207,6 +207,17 @@ def make_app(chat: ChatModel, model_id: str, *, default_max_tokens: int) -> web.
     app.on_startup.append(start_batcher)
     app.on_cleanup.append(stop_batcher)
     return app
+
+
+def warn_if_exposed(host: str, port: int) -> bool:
+    """A loud stderr banner when the server binds anything but loopback (it has no authentication)."""
+    if host in LOOPBACK:
+        return False
+    banner = "!" * 78
+    print(f"{banner}\nWARNING: --host={host} binds an address other than loopback (127.0.0.1). This server has "
+          f"NO authentication:\nanyone who can reach {host}:{port} can run the model. Use --host=127.0.0.1 unless "
+          f"you mean it.\n{banner}", file=sys.stderr, flush=True)
+    return True
 
 
 @gin.configurable
@@ -233,11 +244,7 @@ def serve_command(host: str = "127.0.0.1", port: str | int = 8000, *, model_name
                      max_prompt_tokens=max_prompt_tokens or lengths["inputs"],
                      max_decode_len=max_decode_len or lengths["targets"], batch_size=batch_size)
     model_id = model_name or os.path.basename(os.path.normpath(run.model_dir))
-    if host not in LOOPBACK:
-        banner = "!" * 78
-        print(f"{banner}\nWARNING: --host={host} exposes this server beyond this machine. It has NO "
-              f"authentication:\nanyone who can reach {host}:{port} can run the model. Bind 127.0.0.1 unless you "
-              f"mean it.\n{banner}", file=sys.stderr, flush=True)
+    warn_if_exposed(host, port)
     app = make_app(chat, model_id, default_max_tokens=default_max_tokens or chat.max_decode_len)
     asyncio.run(_serve(app, host, port, run.model_dir, model_id))
 
