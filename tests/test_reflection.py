@@ -178,6 +178,9 @@ class FaultyEndpoint:
         if scenario == "refuse":
             tries.append((time.monotonic(), "400"))
             return web.json_response({"error": {"message": "max_tokens: too many"}}, status=400)
+        if scenario == "ok":
+            tries.append((time.monotonic(), "ok"))
+            return ok
         if scenario == "slow":
             tries.append((time.monotonic(), "ok"))
             await asyncio.sleep(0.4)
@@ -258,6 +261,8 @@ def test_oracle_configuration_errors(monkeypatch):
         http_oracle.HttpOracle()
     with pytest.raises(ValueError, match="expected an http:// or https:// URL"):
         http_oracle.HttpOracle("127.0.0.1:8000/v1")
+    with pytest.raises(TypeError, match="unknown settings"):
+        reflection.reflect_command("in", "out", max_token=3)
     assert http_oracle.parse_retry_after("7") == 7.0 and http_oracle.parse_retry_after("soon") is None
     assert 0 <= http_oracle.parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") < 1  # a past date: no wait
 
@@ -269,7 +274,7 @@ def test_an_interrupted_run_resumes_without_duplicates(faulty, tmp_path):
     url = f"{faulty.url}/slow/v1"
     proc = subprocess.Popen([sys.executable, "run.py", "curate", "reflect", f"--input={inp}", f"--output={out}",
                              "--mode=response", f"--oracle_url={url}", "--oracle_model=fault-model",
-                             "--gin.reflect_command.chunk_size=1"], cwd=serving.REPO,
+                             "--gin.reflect_options.chunk_size=1"], cwd=serving.REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180
@@ -327,3 +332,30 @@ def test_reflect_against_the_served_model(served, tmp_path, monkeypatch, capfd, 
     assert "reflect: wrote" in captured.out
     for text in (captured.out, captured.err, caplog.text, open(out).read(), server.stderr(), "".join(server.stdout)):
         assert SECRET not in text
+
+
+@pytest.mark.skipif(importlib.util.find_spec("flan_mix.curation.ifd") is None,
+                    reason="flan_mix.curation.ifd (IFD scoring) is not on this branch yet")
+def test_selective_reflection_end_to_end(served, faulty, tmp_path):
+    """The tiny model as the student, well-formed reflections from the endpoint: every record gets the student's
+    scores and the version select_version picks from them."""
+    import gin
+    model_dir, _ = served
+    serving.parse_test_gin(model_dir)
+    records = _records(3)
+    inp, out = _write(tmp_path / "in.jsonl", records), str(tmp_path / "out.jsonl")
+    try:
+        counts = reflection.reflect_command(inp, out, mode="both", oracle_url=f"{faulty.url}/ok/v1",
+                                            oracle_model="fault-model", selective="true", ifd_batch_size=4)
+    finally:
+        gin.clear_config()
+    rows = _read(out)
+    assert [r["id"] for r in rows] == [r["id"] for r in records] and counts["reflected"] == 3
+    for rec, row in zip(records, rows):
+        choice, reason = reflection.select_version(
+            ifd_original=row["ifd_original"], ifd_reflected_pair=row["ifd_reflected_pair"],
+            rifd_original=row["reversed_ifd_original"], rifd_reflected_answer=row["reversed_ifd_reflected_answer"])
+        assert (row["selected"], row["selection_reason"]) == (choice, reason)
+        expected = {"original": rec["output"], "reflected_pair": row["output_reflected"],
+                    "reflected_answer": row["output_response_reflected"]}[choice]
+        assert row["train_output"] == expected

@@ -123,6 +123,21 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(served, di
             assert text == full
 
 
+def test_local_oracle_batches_and_matches_direct_greedy(direct):
+    """The in-process oracle: conversations decoded in one batch, a prompt too long for the model is that
+    conversation's OracleError and the others still answer."""
+    from flan_mix.curation.local_oracle import LocalOracle
+    from flan_mix.curation.oracle import Oracle, OracleError
+    oracle = LocalOracle(direct, name="local:tiny", max_prompt_tokens=768, max_decode_len=32, batch_size=8)
+    assert isinstance(oracle, Oracle)
+    conversations = [[{"role": "user", "content": p}] for p in PROMPTS]
+    replies = oracle.complete_many(conversations[:2] + [[{"role": "user", "content": "word " * 2000}]]
+                                   + conversations[2:], max_tokens=16)
+    assert [replies[0], replies[1], replies[3]] == [_direct_greedy(direct, p, 16)[0] for p in PROMPTS]
+    assert isinstance(replies[2], OracleError) and "more than the 768" in str(replies[2])
+    assert oracle.complete(conversations[0], max_tokens=16) == replies[0]
+
+
 def test_stop_strings_cut_the_reply(served, direct):
     _, server = served
     full, _ = _direct_greedy(direct, PROMPTS[0], 16)

@@ -66,18 +66,24 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def resolve_url(url: Optional[str]) -> str:
+    """The endpoint from the flag, else the environment, checked."""
+    url = url or os.environ.get(ENV_URL)
+    if not url:
+        raise ValueError(f"no oracle endpoint: pass --oracle_url=http://HOST:PORT/v1 or set ${ENV_URL} "
+                         "(start one with `python run.py serve --gin.MODEL_DIR=...`).")
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"--oracle_url={url}: expected an http:// or https:// URL such as "
+                         "http://127.0.0.1:8000/v1.")
+    return url
+
+
 @gin.configurable
 class HttpOracle:
     def __init__(self, url: Optional[str] = None, model: Optional[str] = None, *, timeout_s: float = 120.0,
                  max_retries: int = 4, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
                  max_retry_after_s: float = 120.0, concurrency: int = 8):
-        url = url or os.environ.get(ENV_URL)
-        if not url:
-            raise ValueError(f"no oracle endpoint: pass --oracle_url=http://HOST:PORT/v1 or set ${ENV_URL} "
-                             "(start one with `python run.py serve --gin.MODEL_DIR=...`).")
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"--oracle_url={url}: expected an http:// or https:// URL such as "
-                             "http://127.0.0.1:8000/v1.")
+        url = resolve_url(url)
         if timeout_s <= 0 or max_retries < 0 or backoff_s < 0 or concurrency < 1:
             raise ValueError(f"HttpOracle: need timeout_s > 0, max_retries >= 0, backoff_s >= 0 and concurrency "
                              f">= 1; got {timeout_s}, {max_retries}, {backoff_s}, {concurrency} (gin bindings "
@@ -94,7 +100,7 @@ class HttpOracle:
 
     @property
     def name(self) -> str:
-        return f"{self.base_url} model={self.model or '?'}"
+        return f"{self.base_url} model={self.model or 'auto'}"
 
     def __repr__(self) -> str:
         return f"HttpOracle({self.name!r}, api_key={'set' if self.__api_key else 'unset'})"

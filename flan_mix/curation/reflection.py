@@ -271,7 +271,8 @@ def make_oracle(oracle: Optional[str], oracle_url: Optional[str], oracle_model: 
     if oracle is None:
         oracle = "http" if (oracle_url or os.environ.get(http_oracle.ENV_URL)) else None
     if oracle == "http":
-        return http_oracle.HttpOracle(url=oracle_url, model=oracle_model)
+        # Checked here, outside the gin-configurable constructor, so the message is not wrapped in gin's notes.
+        return http_oracle.HttpOracle(url=http_oracle.resolve_url(oracle_url), model=oracle_model)
     if oracle == "local":
         if oracle_url or oracle_model:
             raise ValueError("--oracle=local answers with MODEL_DIR's checkpoint: drop --oracle_url/--oracle_model "
@@ -286,16 +287,29 @@ def make_oracle(oracle: Optional[str], oracle_url: Optional[str], oracle_model: 
 
 
 @gin.configurable
+def reflect_options(max_tokens: int = 1024, temperature: float = 0.0, seed: int = 0, chunk_size: int = 16,
+                    ifd_batch_size: int = 8) -> dict[str, Any]:
+    """The reflect stage's gin settings (reflect_options.max_tokens = 512, ...): the oracle's sampling
+    (max_tokens, temperature, seed); chunk_size, the records per complete_many call (what is redone after an
+    interruption); ifd_batch_size, the student's scoring batch under --selective=true.
+
+    Kept apart from reflect_command so that errors about flags are not wrapped in gin's call notes."""
+    return dict(max_tokens=max_tokens, temperature=temperature, seed=seed, chunk_size=chunk_size,
+                ifd_batch_size=ifd_batch_size)
+
+
 def reflect_command(input: Optional[str], output: Optional[str], mode: str = "instruction",
                     oracle: Optional[str] = None, oracle_url: Optional[str] = None,
-                    oracle_model: Optional[str] = None, selective: Optional[str] = None, *,
-                    max_tokens: int = 1024, temperature: float = 0.0, seed: int = 0, chunk_size: int = 16,
-                    ifd_batch_size: int = 8) -> dict[str, int]:
+                    oracle_model: Optional[str] = None, selective: Optional[str] = None,
+                    **overrides) -> dict[str, int]:
     """Reflects every record of --input into --output (see the module docstring); returns the counts.
-
-    gin: reflect_command.max_tokens / temperature / seed (the oracle's sampling), chunk_size (records per
-    complete_many call, i.e. how much is redone after an interruption), ifd_batch_size (the student's scoring).
-    """
+    `overrides` replace reflect_options' settings (for callers in Python)."""
+    unknown = set(overrides) - set(reflect_options())
+    if unknown:
+        raise TypeError(f"reflect_command: unknown settings {sorted(unknown)}; see reflect_options.")
+    settings = {**reflect_options(), **overrides}
+    max_tokens, temperature, seed = settings["max_tokens"], settings["temperature"], settings["seed"]
+    chunk_size, ifd_batch_size = settings["chunk_size"], settings["ifd_batch_size"]
     if not input or not output:
         raise ValueError("curate reflect needs --input=RECORDS.jsonl and --output=REFLECTED.jsonl.")
     if mode not in MODES:
@@ -305,7 +319,7 @@ def reflect_command(input: Optional[str], output: Optional[str], mode: str = "in
         raise ValueError("--selective=true chooses between the reflected pair, the reflected answer and the "
                          "original, so it needs both reflections: add --mode=both.")
     if chunk_size < 1:
-        raise ValueError(f"reflect_command.chunk_size={chunk_size}: must be >= 1.")
+        raise ValueError(f"reflect_options.chunk_size={chunk_size}: must be >= 1.")
     if os.path.abspath(input) == os.path.abspath(output):
         raise ValueError(f"--output={output} is the input file; write the reflections to a new file.")
     ifd = _ifd_module() if is_selective else None  # fail before any oracle call when IFD is missing
