@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     "tensorboardX>=2.6",
     "safetensors>=0.4",  # HF checkpoint import/export (flan_mix.models.convert)
     "tokenizers>=0.20",  # an imported model's tokenizer.json (flan_mix.data.hf_vocab)
+    "aiohttp>=3.14,<3.15",  # run.py serve (server) and the HTTP oracle (client): one library for both
 ]
 
 EXTRAS = {

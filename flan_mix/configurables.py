@@ -2,10 +2,10 @@
 (a misspelt parameter is an error at parse time, not a silent no-op)."""
 import gin
 
-from flan_mix.curation import ifd  # noqa: F401
+from flan_mix.curation import http_oracle, ifd, local_oracle, reflection  # noqa: F401
 from flan_mix.data import registration, vocab  # noqa: F401
 from flan_mix.evaluation import benchmarks, generation  # noqa: F401
-from flan_mix.infer import infer_task  # noqa: F401
+from flan_mix.infer import infer_task, serve  # noqa: F401
 from flan_mix.kernels.flash_attention import BlockSizes
 from flan_mix.models import build, t5  # noqa: F401
 from flan_mix.runtime import checkpoints, partitioning, run_config  # noqa: F401

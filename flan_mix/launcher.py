@@ -306,7 +306,12 @@ def main(argv: list[str]) -> int:
             raise UsageError(str(e)) from e
     elif command == "serve":
         from flan_mix.infer import serve
-        serve.serve_command(**opts)
+        try:
+            serve.serve_command(**opts)
+        except ValueError as e:  # a bad --host/--port or binding: a usage error, as for curate
+            if isinstance(e, DataError):
+                raise
+            raise UsageError(str(e)) from e
     return 0
 
 
