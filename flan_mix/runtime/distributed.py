@@ -25,9 +25,11 @@ once a JAX backend exists (jax.devices(), any computation), so the launcher call
 initialize_from_flags() right after parsing gin and before the command runs.
 
 Failures are bounded. A coordinator that cannot be reached fails after initialization_timeout
-seconds with a message naming the flags; a peer that dies is noticed by the coordination service
-after heartbeat_timeout seconds (or at once by the CPU collectives, whose TCP connection breaks),
-and the survivors end instead of waiting forever. Both timeouts are gin settings of
+seconds with a message naming the flags (we wait for its port ourselves: JAX's client would
+abort the process with a C++ fatal error instead). A peer that dies is noticed by the
+coordination service after heartbeat_timeout seconds, or at once by the CPU collectives, whose
+connection breaks; JAX then ends the survivors itself ("Terminating process because the JAX
+distributed service detected fatal errors ... another task died", SIGABRT), so nothing waits forever. Both timeouts are gin settings of
 distributed_timeouts (JAX's defaults are 300 s and 100 s).
 
 CPU collectives across processes use gloo (jax_cpu_collectives_implementation): without it a
@@ -179,6 +181,11 @@ def initialize(spec: ProcessSpec | None, *, auto: bool = True) -> bool:
     timeouts = distributed_timeouts()
     where = (f"--coordinator_address={spec.coordinator_address} --num_processes={spec.num_processes} "
              f"--process_id={spec.process_id}" if spec else f"the {cluster} environment")
+    if spec is not None and spec.process_id != 0:
+        # JAX's client aborts the whole process (a C++ fatal error, SIGABRT) when it cannot register
+        # with the coordinator, so a Python exception never comes. Wait for the port here first,
+        # within the same timeout, to fail with a message that says what to fix.
+        timeouts["initialization_timeout"] = _wait_for_coordinator(spec, timeouts["initialization_timeout"], where)
     try:
         if spec is not None:
             jax.distributed.initialize(coordinator_address=spec.coordinator_address,
@@ -197,6 +204,28 @@ def initialize(spec: ProcessSpec | None, *, auto: bool = True) -> bool:
             "--gin.distributed_timeouts.initialization_timeout=SECONDS.") from e
     log.info("jax.distributed: process %d of %d (%s)", jax.process_index(), jax.process_count(), where)
     return True
+
+
+def _wait_for_coordinator(spec: ProcessSpec, timeout: int, where: str) -> int:
+    """Polls the coordinator's TCP port until it accepts; returns the seconds left of `timeout`."""
+    import socket
+    import time
+    host, _, port = spec.coordinator_address.rpartition(":")
+    host = host.strip("[]")  # [::1]:1234
+    start = time.monotonic()
+    last_error: OSError | None = None
+    while time.monotonic() - start < timeout:
+        try:
+            with socket.create_connection((host, int(port)), timeout=2):
+                return max(1, int(timeout - (time.monotonic() - start)))
+        except OSError as e:
+            last_error = e
+            time.sleep(0.5)
+    raise DistributedSetupError(
+        f"jax.distributed.initialize failed for {where}: nothing answered on {spec.coordinator_address} "
+        f"within {timeout} s ({last_error}).\nStart process 0 (--process_id=0) with the same "
+        "--coordinator_address (its own reachable address and a free port) and --num_processes, check that "
+        "this machine can reach it, or wait longer with --gin.distributed_timeouts.initialization_timeout=SECONDS.")
 
 
 def initialize_from_flags(opts: dict) -> bool:
