@@ -8,7 +8,7 @@ from flan_mix.evaluation import benchmarks, generation  # noqa: F401
 from flan_mix.infer import infer_task, serve  # noqa: F401
 from flan_mix.kernels.flash_attention import BlockSizes
 from flan_mix.models import build, t5  # noqa: F401
-from flan_mix.runtime import checkpoints, partitioning, run_config  # noqa: F401
+from flan_mix.runtime import checkpoints, distributed, partitioning, run_config  # noqa: F401
 from flan_mix.train import loop, optim  # noqa: F401
 
 # The Pallas kernel's tiles, bindable as build_model.attention_block_sizes = @BlockSizes().

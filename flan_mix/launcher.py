@@ -19,6 +19,14 @@
   python run.py serve [--host=127.0.0.1 --port=8000] [flags]   MODEL_DIR's checkpoint behind an
                                        OpenAI-compatible /v1/chat/completions (loopback by default)
 
+Multi-process (train, eval), t5x style; every process gets the same address and N:
+  --coordinator_address=HOST:PORT --num_processes=N --process_id=I
+                            process I of N; process 0 serves the coordinator on HOST:PORT
+  --distributed=auto|off    without those flags, auto (the default) starts jax.distributed when
+                            SLURM (srun, >1 task), Open MPI (mpirun) or a Cloud TPU VM is detected;
+                            off never does. Timeouts: --gin.distributed_timeouts.initialization_timeout=S
+                            and .heartbeat_timeout=S (flan_mix/runtime/distributed.py)
+
 Flags, t5x style:
   --gin_file=PATH           (repeatable; default gin/runs/default.gin; looked up in ., then in the
                             installed package's gin/ and configs/)
@@ -44,9 +52,13 @@ from flan_mix.resources import resource_root  # noqa: E402
 
 DEFAULT_GIN = "gin/runs/default.gin"
 _BENCHMARK_DIRS = {"bbh_dir": None, "mmlu_dir": None}
+# Multi-process runs (flan_mix/runtime/distributed.py); "auto" starts jax.distributed by itself
+# on a detected SLURM, Open MPI or TPU-pod environment and does nothing on one machine.
+_DISTRIBUTED = {"coordinator_address": None, "num_processes": None, "process_id": None, "distributed": "auto"}
+DISTRIBUTED_COMMANDS = ("train", "eval")
 COMMAND_OPTIONS = {
-    "train": {},
-    "eval": {"benchmarks": None, "mode": None, "mmlu_scoring": None, "split": None, "max_examples": None,
+    "train": dict(_DISTRIBUTED),
+    "eval": {**_DISTRIBUTED, "benchmarks": None, "mode": None, "mmlu_scoring": None, "split": None, "max_examples": None,
              "self_consistency": None, "temperature": None, **_BENCHMARK_DIRS},
     "eval prompts": {"benchmark": None, "task": None, "mode": "direct", "split": "test", "output": None,
                      **_BENCHMARK_DIRS},
@@ -255,6 +267,15 @@ def eval_command(opts: dict) -> None:
     benchmarks.run_benchmarks([b.strip() for b in opts["benchmarks"].split(",")], **overrides)
 
 
+def start_distributed(opts: dict) -> bool:
+    """jax.distributed from --coordinator_address/--num_processes/--process_id or the cluster."""
+    from flan_mix.runtime import distributed
+    try:
+        return distributed.initialize_from_flags(opts)
+    except ValueError as e:  # a flag (or timeout binding) to fix
+        raise UsageError(str(e)) from e
+
+
 def main(argv: list[str]) -> int:
     from flan_mix.data.data_errors import DataError
     command, gin_files, bindings, options = parse_args(list(argv))
@@ -273,6 +294,8 @@ def main(argv: list[str]) -> int:
     if command == "eval score":
         _require(opts, command, "benchmark", "predictions")
     parse_gin(gin_files, bindings)
+    if command in DISTRIBUTED_COMMANDS:
+        start_distributed(opts)  # before anything touches a JAX device
     if command == "train":
         train_command()
     elif command == "eval":
@@ -317,17 +340,20 @@ def main(argv: list[str]) -> int:
 
 def run(argv: list[str]) -> int:
     """main() with errors turned into messages: usage errors exit 2; data and checkpoint errors and
-    a non-finite loss print their type and message and exit 1. Anything else is a bug and keeps its traceback."""
+    a non-finite loss, and a jax.distributed that cannot start, print their type and message and exit 1.
+    Anything else is a bug and keeps its traceback."""
     from flan_mix.data.data_errors import DataError
     from flan_mix.models.convert import CheckpointError
     from flan_mix.runtime.checkpoints import CheckpointMismatchError, MissingCheckpointError
+    from flan_mix.runtime.distributed import DistributedSetupError
     from flan_mix.train.resilience import NonFiniteError
     try:
         return main(argv)
     except UsageError as e:
         print(f"run.py: error: {e}", file=sys.stderr)
         return 2
-    except (DataError, CheckpointError, CheckpointMismatchError, MissingCheckpointError, NonFiniteError) as e:
+    except (DataError, CheckpointError, CheckpointMismatchError, MissingCheckpointError, NonFiniteError,
+            DistributedSetupError) as e:
         print(f"run.py: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
 

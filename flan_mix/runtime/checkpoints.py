@@ -12,6 +12,13 @@ A step directory gets its final name only when complete (orbax writes <step>.orb
 and renames it), so a process killed mid-write leaves nothing that a restore would read. The next
 save, wait() and close() wait for the write in flight, so a closed Checkpointer has every
 checkpoint complete.
+
+Several processes (jax.distributed): every process calls save() and restore_latest() for the same
+step, in the same order (the step loop does), and MODEL_DIR must be one shared directory. Each
+process writes the shards its devices hold; orbax synchronizes the processes through the
+jax.distributed client and process 0 commits the step (the rename) once all are done. What is
+on disk is the global arrays, not per-process pieces, so a checkpoint written by N processes
+restores on any process count and mesh (tests/test_multihost.py: 2 processes -> 1).
 """
 from __future__ import annotations
 

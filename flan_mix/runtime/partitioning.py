@@ -14,6 +14,7 @@ mesh makes every rule a no-op.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import flax.linen as nn
@@ -79,9 +80,78 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 
 def host_batch_to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
-    """Each host passes its own slice of the global batch; the result is one sharded jax.Array."""
+    """Each host passes its own rows of the global batch (HostFeed says which); the result is one
+    sharded jax.Array. make_array_from_process_local_data infers the global batch size from the
+    rows each process holds, so `batch` must be exactly this process's block of rows."""
     sharding = batch_sharding(mesh)
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def process_row_blocks(mesh: Mesh, global_batch_size: int) -> dict[int, tuple[int, int]]:
+    """{process index: (first row, end row)} of the global batch each process's devices hold.
+
+    Read from the batch sharding itself, so any mesh layout is handled: processes whose devices
+    split the batch get disjoint blocks, processes that only split "model" share one. Raises when
+    a process's rows are not one contiguous block (a device order that interleaves processes).
+    """
+    index_map = batch_sharding(mesh).devices_indices_map((global_batch_size,))
+    ranges: dict[int, set[tuple[int, int]]] = {}
+    for device, index in index_map.items():
+        start, stop, _ = index[0].indices(global_batch_size)
+        ranges.setdefault(device.process_index, set()).add((start, stop))
+    blocks = {}
+    for process, spans in ranges.items():
+        first, end = min(s for s, _ in spans), max(e for _, e in spans)
+        covered = set().union(*(range(s, e) for s, e in spans))
+        if len(covered) != end - first:
+            raise ValueError(f"process {process}'s devices hold rows {sorted(spans)} of the global batch, which "
+                             "are not one contiguous block; build the mesh from jax.devices() in their default "
+                             "order (make_mesh without `devices`), which groups each process's devices.")
+        blocks[process] = (first, end)
+    return blocks
+
+
+@dataclasses.dataclass(frozen=True)
+class HostFeed:
+    """Which rows of the global batch this process feeds, and how it reads them.
+
+    Production (global_batch_on_every_host=False): the data pipeline reads shard `shard_index` of
+    `num_shards` of every task, a batch of global_batch_size // num_shards rows: per-host shards,
+    so each host renders only its own examples. The batches then depend on the number of hosts.
+
+    Debugging and tests (gin: host_feed.global_batch_on_every_host = True): every host reads the
+    whole global batch (shard 0 of 1), the same on any number of hosts, and keeps only its own
+    rows (own_rows). Costs num_shards times the data work; use it to compare runs across host
+    counts, never for real training.
+    """
+    shard_index: int
+    num_shards: int
+    rows: tuple[int, int]
+    global_batch_on_every_host: bool = False
+
+    @property
+    def pipeline_shard(self) -> dict[str, int]:
+        """shard_index/num_shards for pipeline.get_batches."""
+        if self.global_batch_on_every_host:
+            return {"shard_index": 0, "num_shards": 1}
+        return {"shard_index": self.shard_index, "num_shards": self.num_shards}
+
+    def own_rows(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The pipeline's batch cut to this process's rows (a no-op for per-host shards)."""
+        if not self.global_batch_on_every_host:
+            return batch
+        first, end = self.rows
+        return {k: v[first:end] for k, v in batch.items()}
+
+
+@gin.configurable
+def host_feed(mesh: Mesh, global_batch_size: int, global_batch_on_every_host: bool = False) -> HostFeed:
+    """This process's HostFeed on `mesh` (gin: host_feed.global_batch_on_every_host, see HostFeed)."""
+    blocks = process_row_blocks(mesh, global_batch_size)
+    distinct = sorted(set(blocks.values()))
+    mine = blocks[jax.process_index()]
+    return HostFeed(shard_index=distinct.index(mine), num_shards=len(distinct), rows=mine,
+                    global_batch_on_every_host=global_batch_on_every_host)
 
 
 def match_param_shardings(tree, params, param_shardings, mesh: Mesh):

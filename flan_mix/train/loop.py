@@ -185,9 +185,9 @@ def train(use_packing: bool = True,
     print(f"model: {model.config}\nmesh: {dict(mesh.shape)}  params: "
           f"{sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(abstract.params)):,}")
 
+    feed = partitioning.host_feed(mesh, run.batch_size)  # this process's rows of the global batch
     stream_args = dict(task_feature_lengths=run.task_feature_lengths, split="train", global_batch_size=run.batch_size,
-                       seed=run.seed, shuffle=True, pack=use_packing, shard_index=jax.process_index(),
-                       num_shards=jax.process_count(), **model.batch_layout())
+                       seed=run.seed, shuffle=True, pack=use_packing, **feed.pipeline_shard, **model.batch_layout())
     batches = None
     data_state = ckpt.data_state(start) if start else None
     if data_state is not None:
@@ -252,9 +252,9 @@ def train(use_packing: bool = True,
     with preempt:  # SIGTERM sets a flag; it is acted on between steps
         try:
             for step in range(start, run.train_steps):
-                if preempt:
+                if preempt.agreed(step):  # every process stops at the same step
                     break
-                batch = next(batches)
+                batch = feed.own_rows(next(batches))
                 window_tokens += model.count_tokens(batch)
                 state, device_metrics = trainer.run_step(step_fn, state, batch)
                 faults.update(device_metrics)
@@ -262,7 +262,7 @@ def train(use_packing: bool = True,
                 if done % log_every_steps == 0 or done == run.train_steps:
                     metrics = host_metrics()  # the loop's only regular wait for the devices
                     elapsed = time.perf_counter() - window_start
-                    metrics["tokens_per_second"] = window_tokens * jax.process_count() / max(elapsed, 1e-9)
+                    metrics["tokens_per_second"] = window_tokens * feed.num_shards / max(elapsed, 1e-9)
                     window_tokens, window_start = 0, time.perf_counter()
                     found = faults.read()
                     if skip:
@@ -284,7 +284,7 @@ def train(use_packing: bool = True,
             ckpt.close()  # waits for the background writes: every checkpoint is complete
             writer.close()
     skipped = skipped_before + faults.read().count
-    if preempt:
+    if preempt.stopped:
         message = (f"{preempt.name} received: saved a checkpoint at step {done} ({ckpt.directory}/{done}); "
                    f"the next start resumes at step {done}.")
         print(message, flush=True)

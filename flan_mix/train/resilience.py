@@ -2,7 +2,8 @@
 
 Preemption. A TPU VM being preempted, or SLURM at a job's time limit, sends SIGTERM and kills the
 process a little later. PreemptionGuard turns SIGTERM into a flag (the handler does nothing else:
-no I/O, no jax); the step loop looks at it between steps, saves a checkpoint at the current step
+no I/O, no jax); the step loop looks at it between steps (with several processes, through an
+all-gather so that all of them stop at the same step), saves a checkpoint at the current step
 and raises Preempted, a SystemExit with code 0, so the process ends cleanly and the next start
 resumes at that step.
 
@@ -19,8 +20,10 @@ import logging
 import signal
 import threading
 
+import gin
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from flan_mix.train.trainer import nonfinite_names
 
@@ -49,17 +52,32 @@ class NonFiniteError(FloatingPointError):
         self.step = step
 
 
+@gin.configurable(denylist=["signals"])
 class PreemptionGuard:
     """`with PreemptionGuard() as guard:` SIGTERM sets guard.signum instead of killing the process;
     the handlers that were installed before come back on exit.
+
+    Several processes (multi-host): the signal may reach only some of them, or reach them at
+    different steps, yet all must save the same step (a checkpoint is one collective write) and
+    stop together. agreed(step) all-gathers the hosts' flags at every multihost_check_every_steps-th
+    step, the same steps on every host, and says stop on all of them when any host was signalled.
+    That all-gather makes the host wait for the step in flight, so raise the interval if that
+    shows; keep interval x step time well inside the grace period before the kill (about 30 s on
+    a preempted TPU VM, SLURM's KillWait). With one process agreed() is the flag itself: no
+    collective, no wait.
 
     Signal handlers can only be installed from the main thread; elsewhere (a notebook's worker
     thread) the guard stays inactive and says so in the log.
     """
 
-    def __init__(self, signals=(signal.SIGTERM,)):
+    def __init__(self, signals=(signal.SIGTERM,), multihost_check_every_steps: int = 1):
+        if multihost_check_every_steps < 1:
+            raise ValueError(f"PreemptionGuard.multihost_check_every_steps={multihost_check_every_steps}: "
+                             "must be at least 1.")
         self.signals = tuple(signals)
+        self.every = int(multihost_check_every_steps)
         self.signum: int | None = None
+        self.stopped = False  # set by agreed(): this process (and every other) stops here
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum, frame):  # runs in the main thread between bytecodes: only set a flag
@@ -68,9 +86,21 @@ class PreemptionGuard:
     def __bool__(self) -> bool:
         return self.signum is not None
 
+    def agreed(self, step: int) -> bool:
+        """Whether to stop before `step`; the same answer on every process. Call it at every step."""
+        if jax.process_count() == 1:
+            self.stopped = self.signum is not None
+        elif step % self.every == 0:
+            from jax.experimental import multihost_utils
+            flags = multihost_utils.process_allgather(np.int32(self.signum is not None))
+            self.stopped = bool(np.any(flags))
+        return self.stopped
+
     @property
     def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum is not None else ""
+        if self.signum is not None:
+            return signal.Signals(self.signum).name
+        return "SIGTERM (on another process)" if self.stopped else ""
 
     def __enter__(self):
         if threading.current_thread() is not threading.main_thread():

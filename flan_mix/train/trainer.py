@@ -76,7 +76,7 @@ class Trainer:
             return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                               opt_state=self.optimizer.init(params))
 
-        with self.mesh:
+        with jax.set_mesh(self.mesh):
             return jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(seed))
 
     # ----- loss and step -----
@@ -141,5 +141,8 @@ class Trainer:
 
     def run_step(self, step_fn, state, host_batch: dict[str, np.ndarray]):
         host_batch = {k: host_batch[k] for k in self.model.FEATURES if k in host_batch}
-        with self.mesh, nn.logical_axis_rules(self.rules):
+        # jax.set_mesh, not `with mesh:`: on jax >= 0.10 only set_mesh sets the abstract mesh that
+        # flax's with_logical_constraint looks for, so under `with mesh:` every activation
+        # constraint was silently dropped and XLA chose the activation layouts alone.
+        with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
             return step_fn(state, partitioning.host_batch_to_global(host_batch, self.mesh))
