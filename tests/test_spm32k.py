@@ -70,3 +70,8 @@ def test_spm32k_on_the_real_cot_data(tmp_path):
     assert registration.spm32k_vocabulary(cache_dir=str(tmp_path)).tokenizer.serialized_model_proto() == \
         sp.serialized_model_proto()  # the cache is reused: one file
     assert len([f for f in os.listdir(tmp_path / "vocab") if f.endswith(".model")]) == 1
+
+
+def test_register_all_refuses_an_unknown_vocabulary_name():
+    with pytest.raises(ValueError, match="vocabulary_name"):
+        registration.register_all(vocabulary_name="t5_32k")

@@ -16,23 +16,32 @@ from flan_mix.data.flan import flan_tasks
 from flan_mix.data.generated import mixture, seqio_tasks
 
 COLLECTIONS = ("generated", "flan2022")
+VOCABULARY_NAMES = ("generated", "spm32k")
 
 
 @gin.configurable
-def register_all(collections: Sequence[str] = ("generated",), tokenizer_dir: Optional[str] = None):
+def register_all(collections: Sequence[str] = ("generated",), tokenizer_dir: Optional[str] = None,
+                 vocabulary_name: str = "generated"):
     """Registers the named collections' tasks and mixtures; returns the shared vocabulary.
 
     "generated": the offline mini-collection; "flan2022": the Flan 2022 catalog (flan_mix.data.flan.flan_tasks).
     tokenizer_dir: tokenize every task with that directory's tokenizer (an imported model's
     tokenizer.json or spiece.model, see hf_vocab.vocabulary_from_dir) instead of the shared
-    SentencePiece vocabulary trained on the generated text.
+    SentencePiece vocabulary.
+    vocabulary_name: the shared vocabulary without tokenizer_dir: "generated" (1,636 ids, trained on the
+    generated text) or "spm32k" (32,100 ids, unigram, trained on the CoT TSVs plus the generated text; see
+    spm32k_vocabulary). A bound get_vocabulary.sentencepiece_model_path (e.g. T5's own model) wins over both.
     """
     unknown = sorted(set(collections) - set(COLLECTIONS))
     if unknown:
         raise ValueError(f"unknown collection(s) {unknown}; choose from {COLLECTIONS} "
                          "(gin: register_all.collections).")
+    if vocabulary_name not in VOCABULARY_NAMES:
+        raise ValueError(f"register_all.vocabulary_name = {vocabulary_name!r}; choose from {VOCABULARY_NAMES}.")
     if tokenizer_dir:
         vocabulary = hf_vocab.vocabulary_from_dir(tokenizer_dir)
+    elif vocabulary_name == "spm32k":
+        vocabulary = spm32k_vocabulary()
     else:
         vocabulary = vocab.get_vocabulary(corpus=seqio_tasks.VOCABULARY_CORPUS)
     if "generated" in collections:
