@@ -103,6 +103,17 @@ def _with_thread_options(ds: tf.data.Dataset, threads: int) -> tf.data.Dataset:
     return ds.with_options(opts)
 
 
+def _stop(batches, timeout_s: float = 60.0) -> None:
+    """Stops pipeline.get_batches' prefetch thread and waits for it: a thread still inside a TF op when the
+    interpreter exits aborts the process ("terminate called without an active exception")."""
+    close = getattr(batches, "close", None)
+    if close is not None:
+        close()
+        thread = getattr(batches, "_thread", None)
+        if thread is not None:
+            thread.join(timeout_s)
+
+
 def measure(batches, num_examples: int, warmup_examples: int, label: str,
             sample_rss: bool = False, max_seconds: float = 0.0) -> dict:
     """Streams packed batches until num_examples examples went in; times everything after the warm-up.
@@ -147,6 +158,7 @@ def measure(batches, num_examples: int, warmup_examples: int, label: str,
             last_print = now
     wall = time.perf_counter() - t0
     cpu = _cpu_seconds() - cpu0
+    _stop(batches)
     cores = cpu / wall if wall > 0 else float("nan")
     tokens = tok["inputs"] + tok["targets"]
     return {
