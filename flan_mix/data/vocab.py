@@ -12,6 +12,8 @@ generators, the templates or the options trains a new one.
 Parallel processes are safe: one trains under a file lock and publishes with an atomic rename; the others wait
 and reuse it.
 
+The default is BPE; model_type="unigram" (T5's kind) is what the 32k Flan-scale vocabulary uses
+(flan_mix.data.registration.spm32k_vocabulary).
 The trained model keeps T5's ids (pad=0, eos=1, unk=2, no bos), falls back to bytes (nothing is UNK), splits
 digits (numbers are digit sequences, which helps arithmetic) and keeps newlines and spacing (NFKC
 normalization only), so decode(encode(text)) == text on the corpus.
