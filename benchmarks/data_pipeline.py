@@ -1,7 +1,17 @@
 """Data pipeline benchmark: template, tokenize and pack the Flan 2022 CoT submixture from the real TSVs.
 
-    python benchmarks/data_pipeline.py [--num_examples 20000] [--rss_examples 100000] [--threads 1]
+    python benchmarks/data_pipeline.py [--vocab generated|spm32k|PATH] [--num_examples 20000]
+                                       [--rss_examples 100000] [--threads 1]
                                        [--out benchmarks/results/data_pipeline_cpu.json]
+
+--vocab picks the tokenizer of every figure (ours, the seqio peer, rss, scale):
+  generated  the project's default: a 1,536-piece BPE SentencePiece model (+100 sentinels = 1,636 ids) trained on
+             the generated mini-collection (flan_mix.data.vocab);
+  spm32k     the Flan-scale one: 32,000 unigram pieces (+100 = 32,100 ids, T5's size and id layout: pad 0, eos 1,
+             unk 2), trained offline on every field of the CoT TSVs present plus the generated text
+             (flan_mix.data.registration.spm32k_vocabulary); trained on first use (~5 s on 2 cores) and cached
+             under $FLAN_MIX_CACHE or ~/.cache/flan_mix/vocab/, keyed by a hash of its input lines and options;
+  PATH       any SentencePiece .model file (e.g. T5's spiece.model, if you have it).
 
 What it measures (all on CPU, TF + seqio; nothing here is asserted, the targets are printed next to the figures):
 
@@ -31,8 +41,9 @@ Packing efficiency: non-pad fraction of the packed inputs and of the packed targ
 Short runs flatter the pipeline: each task keeps rendered chunks, a shuffle buffer and prefetched batches, and a
 window of a few thousand examples largely reads those (500 examples timed after a 200-example warm-up gave
 ~5.3k examples/s/core where 20k after a 5k warm-up gave ~1k). Quote figures from --num_examples >= 20000 with the
-default warm-up. The tokenizer is the project's vocabulary (flan_mix.data.vocab: a small SentencePiece model unless
-gin names another), so tokens per example, and tokens/s, differ from a run with T5's 32k vocabulary.
+default warm-up. Tokens per example, and so tokens/s and packing, depend on the vocabulary: compare --vocab
+generated with --vocab spm32k (the "cot_sources" section gives tokens per example per CoT file, in the peer's
+format, with the chosen vocabulary).
 """
 from __future__ import annotations
 
@@ -92,6 +103,17 @@ def _with_thread_options(ds: tf.data.Dataset, threads: int) -> tf.data.Dataset:
     return ds.with_options(opts)
 
 
+def _stop(batches, timeout_s: float = 60.0) -> None:
+    """Stops pipeline.get_batches' prefetch thread and waits for it: a thread still inside a TF op when the
+    interpreter exits aborts the process ("terminate called without an active exception")."""
+    close = getattr(batches, "close", None)
+    if close is not None:
+        close()
+        thread = getattr(batches, "_thread", None)
+        if thread is not None:
+            thread.join(timeout_s)
+
+
 def measure(batches, num_examples: int, warmup_examples: int, label: str,
             sample_rss: bool = False, max_seconds: float = 0.0) -> dict:
     """Streams packed batches until num_examples examples went in; times everything after the warm-up.
@@ -136,6 +158,7 @@ def measure(batches, num_examples: int, warmup_examples: int, label: str,
             last_print = now
     wall = time.perf_counter() - t0
     cpu = _cpu_seconds() - cpu0
+    _stop(batches)
     cores = cpu / wall if wall > 0 else float("nan")
     tokens = tok["inputs"] + tok["targets"]
     return {
@@ -150,13 +173,75 @@ def measure(batches, num_examples: int, warmup_examples: int, label: str,
     }
 
 
-def register(allow_missing: bool = True):
-    from flan_mix.data import registration
+def load_vocabulary(choice: str):
+    """(vocabulary, record): --vocab generated | spm32k | a SentencePiece .model path; the record says what it is,
+    where it is cached and how long loading (and, on first use, training) took."""
+    import hashlib
+    from flan_mix.data import registration, vocab as vocab_lib
+    from flan_mix.data.generated import seqio_tasks
+    t = time.perf_counter()
+    if choice == "generated":
+        vocabulary = vocab_lib.get_vocabulary(corpus=seqio_tasks.VOCABULARY_CORPUS)
+        how = ("trained offline on the generated mini-collection's rendered train text (BPE), cached by a hash of "
+               "its input")
+    elif choice == "spm32k":
+        vocabulary = registration.spm32k_vocabulary()
+        how = ("trained offline (unigram, T5 ids) on every field of the CoT TSVs present plus the generated "
+               "mini-collection's rendered train text, cached by a hash of its input (not committed: rebuilt "
+               "byte-identical in seconds)")
+    else:
+        vocabulary = vocab_lib.get_vocabulary(sentencepiece_model_path=choice)
+        how = "given as a file"
+    seconds = time.perf_counter() - t
+    path = vocabulary.sentencepiece_model_file
+    from sentencepiece import sentencepiece_model_pb2
+    proto = sentencepiece_model_pb2.ModelProto()
+    raw = tf.io.gfile.GFile(path, "rb").read()  # the file as cached (seqio's sp_model has the sentinels added)
+    proto.ParseFromString(raw)
+    record = {"choice": choice, "path": path, "md5": hashlib.md5(raw).hexdigest(), "file_bytes": len(raw),
+              "pieces": len(proto.pieces), "extra_ids": vocabulary.extra_ids, "vocab_size": vocabulary.vocab_size,
+              "model_type": sentencepiece_model_pb2.TrainerSpec.ModelType.Name(proto.trainer_spec.model_type),
+              "ids": {"pad": proto.trainer_spec.pad_id, "eos": proto.trainer_spec.eos_id,
+                      "unk": proto.trainer_spec.unk_id, "bos": proto.trainer_spec.bos_id},
+              "how": how, "load_or_train_s": seconds}
+    return vocabulary, record
+
+
+def register(vocabulary, allow_missing: bool = True):
+    """The generated collection and flan2022_cot, both tokenized with `vocabulary`."""
     from flan_mix.data.flan import flan_tasks
-    vocabulary = registration.register_all(("generated",))
+    from flan_mix.data.generated import mixture, seqio_tasks
+    seqio_tasks.register_generated_tasks(vocabulary=vocabulary)
+    mixture.register_generated_mixture()
     reg = flan_tasks.register_flan2022(vocabulary=vocabulary, allow_missing_tasks=allow_missing,
                                        submixtures=("cot",))
-    return vocabulary, reg
+    return reg
+
+
+def cot_source_stats(vocabulary, cot_dir: str, files: list[str], dropped: list[str]) -> dict:
+    """Per CoT file: rows and tokens per example in the seqio peer's format (inputs "Q: question\nLet's think step
+    by step.", targets "rationale So the answer is answer."), with `vocabulary`, and which catalog sources are
+    absent."""
+    from flan_mix.data.flan.sources import cot as cot_source
+    sp = vocabulary.tokenizer
+    out = {"present": {}, "absent": sorted(dropped)}
+    for name in files:
+        rows = cot_source.read_cot_tsv(os.path.join(cot_dir, name))
+        inputs = sp.encode([f"Q: {r.question}\nLet's think step by step." for r in rows])
+        targets = sp.encode([f"{r.rationale} So the answer is {r.answer}." for r in rows])
+        li = np.array([len(x) + 1 for x in inputs])  # + EOS
+        lt = np.array([len(x) + 1 for x in targets])
+        out["present"][name] = {
+            "rows": len(rows), "mean_input_tokens": float(li.mean()), "mean_target_tokens": float(lt.mean()),
+            "max_input_tokens": int(li.max()), "max_target_tokens": int(lt.max()),
+            "chars_per_token": float(sum(len(r.question) + len(r.rationale) + len(r.answer) for r in rows)
+                                     / (li.sum() + lt.sum() - 2 * len(rows)))}
+    p = out["present"].values()
+    rows = sum(v["rows"] for v in p)
+    out["total_rows"] = rows
+    out["mean_input_tokens"] = sum(v["rows"] * v["mean_input_tokens"] for v in p) / rows
+    out["mean_target_tokens"] = sum(v["rows"] * v["mean_target_tokens"] for v in p) / rows
+    return out
 
 
 def register_mixed_mixture() -> dict:
@@ -263,6 +348,15 @@ def measure_scale(args, vocabulary) -> dict:
             "note": "synthetic NIv2 files (real layout, random words): a scaling measurement, not NIv2 data"}
 
 
+def _git_commit() -> str | None:
+    import subprocess
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def environment(threads: int) -> dict:
     import importlib.metadata as md
 
@@ -292,6 +386,9 @@ def environment(threads: int) -> dict:
                      "numpy": np.__version__, "flan_mix": ver("flan_mix") or ver("flan-mix")},
         "threads": threads if threads > 0 else "tf default (AUTOTUNE)",
         "feature_lengths": FEATURE_LENGTHS,
+        "load_average_at_start": list(os.getloadavg()),
+        "git_commit": _git_commit(),
+        "command": " ".join([sys.executable] + sys.argv), "argv": sys.argv,
     }
 
 
@@ -304,6 +401,9 @@ def _fmt(v, pct=False):
 def print_table(results: dict) -> None:
     ours, peer, rss = results.get("ours"), results.get("seqio_peer"), results.get("rss")
     print()
+    v = results.get("vocabulary")
+    if v:
+        print(f"vocabulary: {v['choice']} ({v['vocab_size']:,} ids, {v['model_type']})")
     print(f"{'figure':<36} {'ours (flan2022_cot)':>20} {'seqio peer':>12} {'ratio':>7} {'target':>10} {'met':>5}")
     rows = [
         ("examples/s (wall)", "examples_per_s", None, False),
@@ -358,6 +458,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--scale_examples", type=int, default=100000,
                     help="examples streamed from the full NIv2 submixture on synthetic files (0: skip)")
     ap.add_argument("--no_peer", action="store_true", help="skip the seqio peer")
+    ap.add_argument("--vocab", default="generated",
+                    help="generated (1,636 ids) | spm32k (32,100 ids, trained and cached on first use) | a "
+                         "SentencePiece .model path")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
@@ -370,8 +473,13 @@ def main(argv=None) -> dict:
 
     results: dict = {"environment": environment(args.threads), "targets": TARGETS,
                      "args": vars(args)}
+    vocabulary, results["vocabulary"] = load_vocabulary(args.vocab)
+    v = results["vocabulary"]
+    print(f"vocabulary {args.vocab}: {v['pieces']:,} {v['model_type']} pieces + {v['extra_ids']} sentinels = "
+          f"{v['vocab_size']:,} ids, {v['file_bytes'] / 1e3:.0f} kB, md5 {v['md5']}, {v['path']} "
+          f"({v['load_or_train_s']:.1f} s to load or train)")
     t = time.perf_counter()
-    vocabulary, reg = register()
+    reg = register(vocabulary)
     cot_dir = reg.dirs.cot_dir
     if cot_dir is None or "flan2022_cot" not in reg.mixtures:
         raise SystemExit(f"No CoT data: expected the real TSVs in {flan_tasks.DEFAULT_COT_DIR} "
@@ -384,6 +492,14 @@ def main(argv=None) -> dict:
                        "mixture": "flan2022_cot", "seqio_tasks": len(reg.mixtures["flan2022_cot"])}
     print(f"registered flan2022_cot: {len(reg.mixtures['flan2022_cot'])} seqio tasks from {len(files)} TSVs "
           f"(dropped: {', '.join(sorted(reg.dropped)) or 'none'}); vocab size {vocabulary.vocab_size}")
+    results["cot_sources"] = cs = cot_source_stats(vocabulary, cot_dir, files, sorted(reg.dropped))
+    print(f"CoT sources: {len(cs['present'])} present ({cs['total_rows']:,} rows), absent: "
+          f"{', '.join(cs['absent']) or 'none'}; peer-format tokens per example (with EOS): "
+          f"inputs {cs['mean_input_tokens']:.1f}, targets {cs['mean_target_tokens']:.1f}")
+    for name, st in cs["present"].items():
+        print(f"  {name:<24} {st['rows']:>6,} rows  inputs {st['mean_input_tokens']:6.1f} (max {st['max_input_tokens']:>5})"
+              f"  targets {st['mean_target_tokens']:6.1f} (max {st['max_target_tokens']:>4})  "
+              f"{st['chars_per_token']:.2f} chars/token")
 
     print(f"ours: {args.num_examples} examples of flan2022_cot ...", flush=True)
     results["ours"] = measure(our_batches("flan2022_cot", args), args.num_examples, args.warmup_examples, "ours")
@@ -428,7 +544,10 @@ def main(argv=None) -> dict:
     for v in results["verdict"].values():
         v["met"] = v["measured"] < v["target"] if v is results["verdict"].get("peak_rss_gb") \
             else v["measured"] >= v["target"]
+    results["environment"]["load_average_at_end"] = list(os.getloadavg())
     print_table(results)
+    print(f"load average (1, 5, 15 min): at start {results['environment']['load_average_at_start']}, at end "
+          f"{results['environment']['load_average_at_end']}")
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         with open(args.out, "w") as f:

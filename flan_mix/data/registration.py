@@ -16,17 +16,21 @@ from flan_mix.data.flan import flan_tasks
 from flan_mix.data.generated import mixture, seqio_tasks
 
 COLLECTIONS = ("generated", "flan2022")
+VOCABULARY_NAMES = ("generated", "spm32k")
 
 
 @gin.configurable
 def register_all(collections: Sequence[str] = ("generated",), tokenizer_dir: Optional[str] = None,
-                 jsonl_tasks: Optional[Mapping[str, str]] = None):
+                 vocabulary_name: str = "generated", jsonl_tasks: Optional[Mapping[str, str]] = None):
     """Registers the named collections' tasks and mixtures; returns the shared vocabulary.
 
     "generated": the offline mini-collection; "flan2022": the Flan 2022 catalog (flan_mix.data.flan.flan_tasks).
     tokenizer_dir: tokenize every task with that directory's tokenizer (an imported model's
     tokenizer.json or spiece.model, see hf_vocab.vocabulary_from_dir) instead of the shared
-    SentencePiece vocabulary trained on the generated text.
+    SentencePiece vocabulary.
+    vocabulary_name: the shared vocabulary without tokenizer_dir: "generated" (1,636 ids, trained on the
+    generated text) or "spm32k" (32,100 ids, unigram, trained on the CoT TSVs plus the generated text; see
+    spm32k_vocabulary). A bound get_vocabulary.sentencepiece_model_path (e.g. T5's own model) wins over both.
     jsonl_tasks: {task name: path} of instruction-record files (flan_mix.data.jsonl_task) to register as
     tasks with the same vocabulary, e.g. a curated set: then MIXTURE_OR_TASK_NAME = 'that name' trains on it.
     """
@@ -34,8 +38,12 @@ def register_all(collections: Sequence[str] = ("generated",), tokenizer_dir: Opt
     if unknown:
         raise ValueError(f"unknown collection(s) {unknown}; choose from {COLLECTIONS} "
                          "(gin: register_all.collections).")
+    if vocabulary_name not in VOCABULARY_NAMES:
+        raise ValueError(f"register_all.vocabulary_name = {vocabulary_name!r}; choose from {VOCABULARY_NAMES}.")
     if tokenizer_dir:
         vocabulary = hf_vocab.vocabulary_from_dir(tokenizer_dir)
+    elif vocabulary_name == "spm32k":
+        vocabulary = spm32k_vocabulary()
     else:
         vocabulary = vocab.get_vocabulary(corpus=seqio_tasks.VOCABULARY_CORPUS)
     if "generated" in collections:
@@ -91,3 +99,44 @@ def _unregistered_collection_hint(name: str) -> Optional[str]:
 
 
 pipeline.add_unknown_name_hint(_unregistered_collection_hint)
+
+
+# The Flan-scale vocabulary: 32,000 SentencePiece pieces (+ 100 sentinel ids = 32,100, T5's size), unigram like
+# T5's and with T5's ids (pad 0, eos 1, unk 2), trained offline on the text that is on this machine: every field of
+# the CoT TSVs present and the generated collection's rendered train text. Cached like the default vocabulary
+# (vocab.trained_sentencepiece_model: keyed by a hash of the lines and the trainer options), so it is trained once
+# per corpus and reused by every later run or process.
+SPM32K_VOCAB_SIZE = 32000
+SPM32K_CORPUS_NAME = "cot_generated"
+
+
+def spm32k_corpus_lines(cot_dir: Optional[str] = None, seed: int = 0) -> list[str]:
+    """The 32k vocabulary's training text: question, rationale and answer of every row of every CoT TSV in
+    cot_dir (sorted by file name), then the generated collection's vocabulary corpus."""
+    import os
+
+    from flan_mix.data.flan.sources import cot as cot_source
+
+    cot_dir = cot_dir or flan_tasks._default_cot_dir()
+    if not cot_dir or not os.path.isdir(cot_dir):
+        raise FileNotFoundError(
+            f"No CoT data directory ({cot_dir or flan_tasks.DEFAULT_COT_DIR}): the 32k vocabulary is trained on the "
+            "CoT TSVs (question<TAB>answer<TAB>rationale). Pass cot_dir, or get them from "
+            f"{cot_source.FLAN_REPO_URL}.")
+    files = sorted(f for f in os.listdir(cot_dir) if f.endswith("_train.tsv"))
+    if not files:
+        raise FileNotFoundError(f"No *_train.tsv files in the CoT directory {cot_dir}.")
+    lines: list[str] = []
+    for name in files:
+        for ex in cot_source.read_cot_tsv(os.path.join(cot_dir, name)):
+            lines.extend((ex.question, ex.rationale, ex.answer))
+    lines.extend(seqio_tasks.VOCABULARY_CORPUS.lines(seed))
+    return lines
+
+
+def spm32k_vocabulary(cot_dir: Optional[str] = None, *, cache_dir: Optional[str] = None,
+                      extra_ids: int = vocab.DEFAULT_EXTRA_IDS) -> seqio.SentencePieceVocabulary:
+    """The cached 32k unigram vocabulary (trained on first use, a few minutes on 2 cores; see above)."""
+    corpus = vocab.Corpus(SPM32K_CORPUS_NAME, lambda seed: spm32k_corpus_lines(cot_dir, seed))
+    return vocab.get_vocabulary(corpus=corpus, vocab_size=SPM32K_VOCAB_SIZE, model_type="unigram",
+                                extra_ids=extra_ids, cache_dir=cache_dir)
