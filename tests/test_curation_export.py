@@ -8,7 +8,7 @@ import seqio
 
 from flan_mix.curation import export
 from flan_mix.curation.records import prompt_text, read_records
-from flan_mix.data import jsonl_task, pipeline
+from flan_mix.data import instruction_records, jsonl_task, pipeline
 from flan_mix.data.generated import seqio_tasks
 from tests.test_cli_commands import SMALL, ok, run_cli
 
@@ -75,7 +75,7 @@ def test_jsonl_task_reads_records_and_names_bad_lines(vocabulary, tmp_path):
                                                                                    ("Echo.", "yo")]
     assert vocabulary.decode(got[0]["targets"].tolist()) == "5" and got[0]["targets"][-1] == 1  # EOS appended
     path.write_text(json.dumps(good[0]) + "\n" + '{"id": "2", "instruction": 7, "input": "", "output": ""}\n')
-    with pytest.raises(jsonl_task.JsonlTaskError, match=r"set\.jsonl:2: field 'instruction' must be a string"):
+    with pytest.raises(instruction_records.RecordError, match=r"set\.jsonl:2: field 'instruction' must be a string"):
         jsonl_task.register_jsonl_task("test_jsonl_set", str(path), vocabulary)
     with pytest.raises(jsonl_task.JsonlTaskError, match="already a registered task of a collection"):
         jsonl_task.register_jsonl_task(TASK, str(tmp_path / "set.jsonl"), vocabulary)

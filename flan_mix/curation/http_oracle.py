@@ -34,7 +34,7 @@ from typing import Any, Optional, Sequence
 import aiohttp
 import gin
 
-from flan_mix.curation.oracle import OracleError
+from flan_mix.curation.oracle import BatchedOracle, OracleError
 
 log = logging.getLogger(__name__)
 ENV_URL = "FLAN_MIX_ORACLE_URL"
@@ -79,7 +79,7 @@ def resolve_url(url: Optional[str]) -> str:
 
 
 @gin.configurable
-class HttpOracle:
+class HttpOracle(BatchedOracle):
     def __init__(self, url: Optional[str] = None, model: Optional[str] = None, *, timeout_s: float = 120.0,
                  max_retries: int = 4, backoff_s: float = 1.0, max_backoff_s: float = 30.0,
                  max_retry_after_s: float = 120.0, concurrency: int = 8):
@@ -112,13 +112,6 @@ class HttpOracle:
         return {"Authorization": f"Bearer {self.__api_key}"} if self.__api_key else {}
 
     # ----- the Oracle protocol -----
-    def complete(self, messages: Sequence[dict], *, max_tokens: int = 256, temperature: float = 0.0,
-                 seed: Optional[int] = None) -> str:
-        result = self.complete_many([messages], max_tokens=max_tokens, temperature=temperature, seed=seed)[0]
-        if isinstance(result, OracleError):
-            raise result
-        return result
-
     def complete_many(self, conversations: Sequence[Sequence[dict]], *, max_tokens: int = 256,
                       temperature: float = 0.0, seed: Optional[int] = None) -> list[str | OracleError]:
         coro = self._complete_all(list(conversations), max_tokens=max_tokens, temperature=temperature, seed=seed)

@@ -118,23 +118,7 @@ def _ratio(a: float, b: float) -> float:
 def score_ifd(loaded: LoadedModel, records: Sequence[dict], *, lengths: Mapping[str, int],
               batch_size: int) -> list[dict]:
     """Per record: {loss_conditioned, loss_direct, ifd} or {skipped: reason} (empty or truncated output)."""
-    results: list[dict] = [{} for _ in records]
-    todo = []
-    for i, rec in enumerate(records):
-        reason = _unscorable(rec)
-        if reason:
-            results[i] = {"skipped": reason}
-        else:
-            todo.append(i)
-    losses = _pair_losses(loaded, [prompt_text(records[i]) for i in todo], [records[i]["output"] for i in todo],
-                          lengths=lengths, batch_size=batch_size, desc="ifd", text_name="output")
-    for i, got in zip(todo, losses):
-        if "skipped" in got:
-            results[i] = got
-        else:
-            results[i] = {"loss_conditioned": got["conditioned"], "loss_direct": got["direct"],
-                          "ifd": _ratio(got["conditioned"], got["direct"])}
-    return results
+    return _loss_ratios(loaded, records, reverse=False, lengths=lengths, batch_size=batch_size)
 
 
 def score_reversed_ifd(loaded: LoadedModel, records: Sequence[dict], *, lengths: Mapping[str, int],
@@ -144,6 +128,16 @@ def score_reversed_ifd(loaded: LoadedModel, records: Sequence[dict], *, lengths:
     "The instruction" is the whole prompt text (instruction and input); it is scored as the target, the output
     as the prompt, so it must fit TASK_FEATURE_LENGTHS['targets'].
     """
+    return _loss_ratios(loaded, records, reverse=True, lengths=lengths, batch_size=batch_size)
+
+
+_RATIO_FIELDS = {False: ("loss_conditioned", "loss_direct", "ifd"),
+                 True: ("loss_instruction_given_output", "loss_instruction", "reversed_ifd")}
+
+
+def _loss_ratios(loaded: LoadedModel, records: Sequence[dict], *, reverse: bool, lengths: Mapping[str, int],
+                 batch_size: int) -> list[dict]:
+    """The output scored given the prompt and alone (IFD), or reversed: the prompt given the output and alone."""
     results: list[dict] = [{} for _ in records]
     todo = []
     for i, rec in enumerate(records):
@@ -152,14 +146,14 @@ def score_reversed_ifd(loaded: LoadedModel, records: Sequence[dict], *, lengths:
             results[i] = {"skipped": reason}
         else:
             todo.append(i)
-    losses = _pair_losses(loaded, [records[i]["output"] for i in todo], [prompt_text(records[i]) for i in todo],
-                          lengths=lengths, batch_size=batch_size, desc="reversed ifd", text_name="instruction")
+    prompts = [prompt_text(records[i]) for i in todo]
+    outputs = [records[i]["output"] for i in todo]
+    given, scored = (outputs, prompts) if reverse else (prompts, outputs)
+    losses = _pair_losses(loaded, given, scored, lengths=lengths, batch_size=batch_size,
+                          desc="reversed ifd" if reverse else "ifd", text_name="instruction" if reverse else "output")
     for i, got in zip(todo, losses):
-        if "skipped" in got:
-            results[i] = got
-        else:
-            results[i] = {"loss_instruction_given_output": got["conditioned"], "loss_instruction": got["direct"],
-                          "reversed_ifd": _ratio(got["conditioned"], got["direct"])}
+        values = (got.get("conditioned"), got.get("direct"))
+        results[i] = got if "skipped" in got else dict(zip(_RATIO_FIELDS[reverse], (*values, _ratio(*values))))
     return results
 
 

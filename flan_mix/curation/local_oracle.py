@@ -7,25 +7,18 @@ from typing import Optional, Sequence
 
 import gin
 
-from flan_mix.curation.oracle import OracleError
+from flan_mix.curation.oracle import BatchedOracle, OracleError
 from flan_mix.infer.chat import ChatModel, PromptTooLong, render_chat
 from flan_mix.infer.loading import LoadedModel
 
 
 @gin.configurable
-class LocalOracle:
+class LocalOracle(BatchedOracle):
     def __init__(self, loaded: LoadedModel, *, name: str, max_prompt_tokens: int, max_decode_len: int,
                  batch_size: int = 8):
         self.name = name
         self.chat = ChatModel(loaded, max_prompt_tokens=max_prompt_tokens, max_decode_len=max_decode_len,
                               batch_size=batch_size)
-
-    def complete(self, messages: Sequence[dict], *, max_tokens: int = 256, temperature: float = 0.0,
-                 seed: Optional[int] = None) -> str:
-        result = self.complete_many([messages], max_tokens=max_tokens, temperature=temperature, seed=seed)[0]
-        if isinstance(result, OracleError):
-            raise result
-        return result
 
     def complete_many(self, conversations: Sequence[Sequence[dict]], *, max_tokens: int = 256,
                       temperature: float = 0.0, seed: Optional[int] = None) -> list[str | OracleError]:

@@ -27,3 +27,14 @@ class Oracle(Protocol):
         """complete() for many conversations at once (batched locally, concurrent over HTTP); a failed one
         gives its OracleError in its place instead of raising, so the caller records it and loses nothing."""
         ...
+
+
+class BatchedOracle:
+    """complete() in terms of complete_many(), which every implementation provides."""
+
+    def complete(self, messages: Sequence[dict], *, max_tokens: int = 256, temperature: float = 0.0,
+                 seed: Optional[int] = None) -> str:
+        result = self.complete_many([messages], max_tokens=max_tokens, temperature=temperature, seed=seed)[0]
+        if isinstance(result, OracleError):
+            raise result
+        return result

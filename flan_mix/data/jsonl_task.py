@@ -1,4 +1,4 @@
-"""A JSONL file of instruction records (flan_mix.curation.records' format) as a seqio Task, so a curated set
+"""A JSONL file of instruction records (flan_mix.data.instruction_records) as a seqio Task, so a curated set
 trains like any registered task: `--gin.register_all.jsonl_tasks="{'my_set': '/path/f.jsonl'}"` then
 `--gin.MIXTURE_OR_TASK_NAME="'my_set'"`.
 
@@ -6,13 +6,13 @@ inputs = the record's prompt (instruction, then the input after a blank line; th
 stages score), targets = its output; tokenized with the vocabulary the collections use, EOS appended after
 trimming (the generated tasks' preprocessors). Records carrying `error` or `skipped` (a stage could not score
 or repair them) are not training data: they are left out and their count is logged. The file is read when the
-task is registered, so a bad line fails the run at startup, naming file and line.
+task is registered, so a bad line fails the run at startup, naming file and line. The records stay in memory,
+so the training stream reads them by position and resumes without re-reading (seqio_helpers.InMemoryTask).
 
 Shared data code: this module knows the record format, not any collection.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Sequence
@@ -20,13 +20,12 @@ from typing import Sequence
 import seqio
 import tensorflow as tf
 
-from flan_mix.data import seqio_helpers
+from flan_mix.data import instruction_records, seqio_helpers
 from flan_mix.data.data_errors import DataError
 
 logger = logging.getLogger(__name__)
 
 SPLIT = "train"
-_REQUIRED = ("id", "instruction", "input", "output")
 _NOT_TRAINING = ("error", "skipped")
 _OURS: set[str] = set()  # the names registered here (replaced on re-registration; a collection's never are)
 
@@ -35,38 +34,17 @@ class JsonlTaskError(DataError, ValueError):
     """A JSONL file that cannot become a task (names the file, line and field)."""
 
 
-def _prompt(record: dict) -> str:
-    # Kept equal to flan_mix.curation.records.prompt_text (data must not import curation).
-    return record["instruction"] + (f"\n\n{record['input']}" if record.get("input") else "")
-
-
 def read_training_pairs(path: str) -> tuple[list[dict[str, str]], int]:
     """([{"inputs", "targets"}], number of records left out for `error`/`skipped`), checked line by line."""
     if not os.path.isfile(path):
         raise JsonlTaskError(f"{path}: no such file (gin: register_all.jsonl_tasks). Write one with "
                              "`python run.py curate export` or a curation stage.")
-    pairs, left_out, seen = [], 0, set()
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise JsonlTaskError(f"{path}:{line_no}: not valid JSON ({e.msg} at column {e.colno}).") from None
-            if not isinstance(rec, dict):
-                raise JsonlTaskError(f"{path}:{line_no}: expected a JSON object, got {type(rec).__name__}.")
-            for field in _REQUIRED:
-                if not isinstance(rec.get(field), str):
-                    raise JsonlTaskError(f"{path}:{line_no}: field '{field}' must be a string; records need "
-                                         f"{', '.join(_REQUIRED)}.")
-            if rec["id"] in seen:
-                raise JsonlTaskError(f"{path}:{line_no}: duplicate id {rec['id']!r}.")
-            seen.add(rec["id"])
-            if any(rec.get(k) for k in _NOT_TRAINING):
-                left_out += 1
-                continue
-            pairs.append({"inputs": _prompt(rec), "targets": rec["output"]})
+    pairs, left_out = [], 0
+    for rec in instruction_records.iter_records(path):
+        if any(rec.get(k) for k in _NOT_TRAINING):
+            left_out += 1
+            continue
+        pairs.append({"inputs": instruction_records.prompt_text(rec), "targets": rec["output"]})
     return pairs, left_out
 
 
@@ -94,8 +72,9 @@ def register_jsonl_task(name: str, path: str, vocabulary: seqio.Vocabulary) -> s
     features = {k: seqio.Feature(vocabulary=vocabulary, add_eos=True, dtype=tf.int32) for k in ("inputs", "targets")}
     if name in seqio.TaskRegistry.names():
         seqio.TaskRegistry.remove(name)
-    task = seqio.Task(
+    task = seqio_helpers.InMemoryTask(
         name,
+        records_fn=lambda split: pairs,
         source=seqio.FunctionDataSource(dataset_fn, splits=(SPLIT,), num_input_examples={SPLIT: len(pairs)}),
         output_features=features,
         preprocessors=[seqio_helpers.tokenize, seqio_helpers.append_eos_after_trim],

@@ -10,6 +10,8 @@ import numpy as np
 import seqio
 import tensorflow as tf
 
+from flan_mix.data import task_streams
+
 
 # Per-task shuffle buffer. The sources already read in a seeded random order, so a small buffer only has to
 # vary the order between epochs; a big one would tokenize every task's whole buffer before batch one.
@@ -54,3 +56,24 @@ class PythonTokenizer:
         """(inputs, targets) int32 ids of two texts, trimmed and ending in EOS."""
         return (np.asarray(self.finish(self.encoders["inputs"](inputs), "inputs"), np.int32),
                 np.asarray(self.finish(self.encoders["targets"](targets), "targets"), np.int32))
+
+
+class InMemoryTask(seqio.Task):
+    """A seqio Task over text records held in memory ({"inputs", "targets"} strings per split) whose training
+    stream is also plain Python and indexable (a pipeline.TokenStreamTask): position i of an epoch's seeded order
+    is records[order[i]], tokenized on the way out. So the stream resumes at any example without re-reading
+    (flan_mix.data.task_streams). seqio.get_dataset on the task still works (the source's tf.data path)."""
+
+    def __init__(self, name: str, *, records_fn, **kwargs):
+        super().__init__(name, **kwargs)
+        self._records_fn = records_fn  # split -> sequence of {"inputs": str, "targets": str}
+
+    def token_stream(self, *, sequence_length, split: str = "train", shuffle: bool = True, seed=None,
+                     shard_info=None, num_epochs=1, state=None):
+        if split not in self.splits:
+            raise ValueError(f"Task '{self.name}' has no split '{split}'; its splits are {list(self.splits)}.")
+        records = self._records_fn(split)
+        tok = PythonTokenizer(self.output_features, sequence_length)
+        return task_streams.IndexedStream(
+            len(records), lambda positions: [tok.pair(records[p]["inputs"], records[p]["targets"]) for p in positions],
+            seed=seed, shuffle=shuffle, shard_info=shard_info, num_epochs=num_epochs, state=state)

@@ -26,7 +26,7 @@ import gin
 import seqio
 import tensorflow as tf
 
-from flan_mix.data import seqio_helpers, task_streams, templates
+from flan_mix.data import seqio_helpers, templates
 from flan_mix.data import vocab as vocab_lib
 from flan_mix.data.generated import collection, rendering
 
@@ -139,26 +139,6 @@ def _eval_records(config: GeneratedConfig, task: str) -> tuple[dict, ...]:
     return tuple(out)
 
 
-class _GeneratedTask(seqio.Task):
-    """A seqio Task whose training stream is also plain Python and indexable (a TokenStreamTask): the records
-    are in memory, so position i of an epoch's seeded order is records[order[i]], tokenized on the way out.
-    That makes the stream resumable at any example without re-reading (flan_mix.data.task_streams)."""
-
-    def __init__(self, name: str, *, records_fn, **kwargs):
-        super().__init__(name, **kwargs)
-        self._records_fn = records_fn
-
-    def token_stream(self, *, sequence_length, split: str = "train", shuffle: bool = True, seed=None,
-                     shard_info=None, num_epochs=1, state=None) -> task_streams.IndexedStream:
-        if split not in self.splits:
-            raise ValueError(f"Task '{self.name}' has no split '{split}'; its splits are {list(self.splits)}.")
-        records = self._records_fn(split)
-        tok = seqio_helpers.PythonTokenizer(self.output_features, sequence_length)
-        return task_streams.IndexedStream(
-            len(records), lambda positions: [tok.pair(records[p]["inputs"], records[p]["targets"]) for p in positions],
-            seed=seed, shuffle=shuffle, shard_info=shard_info, num_epochs=num_epochs, state=state)
-
-
 def _make_task(name: str, records_fn, splits: Sequence[str], num_examples: Mapping[str, int],
                config: GeneratedConfig) -> seqio.Task:
     def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
@@ -169,7 +149,7 @@ def _make_task(name: str, records_fn, splits: Sequence[str], num_examples: Mappi
 
     features = {k: seqio.Feature(vocabulary=config.vocabulary, add_eos=True, dtype=tf.int32)
                 for k in ("inputs", "targets")}
-    return _GeneratedTask(
+    return seqio_helpers.InMemoryTask(
         name,
         records_fn=records_fn,
         source=_RenderedSource(dataset_fn, splits=splits, num_input_examples=dict(num_examples),
