@@ -165,8 +165,9 @@ def decoder_rows(segments: Iterable[_Segment], length: int, max_open_rows: int =
 
 
 def rows_state(open_rows: list[DecoderRow]) -> list[list[list]]:
-    """The open rows as JSON-able lists: [[tokens, n_prefix] per segment] per row."""
-    return [[[tokens.tolist(), n_prefix] for tokens, n_prefix in row.segments] for row in open_rows]
+    """A snapshot of the open rows: [[tokens, n_prefix] per segment] per row (arrays shared, as in
+    packing.rows_state)."""
+    return [[[tokens, n_prefix] for tokens, n_prefix in row.segments] for row in open_rows]
 
 
 def rows_from_state(state: list) -> list[DecoderRow]:

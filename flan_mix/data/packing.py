@@ -95,9 +95,10 @@ def packed_rows(examples: Iterable[tuple[np.ndarray, np.ndarray]], lengths: Mapp
         yield open_rows.pop(0)
 
 
-def rows_state(open_rows: list[_Row]) -> list[list[list[list[int]]]]:
-    """The open rows as JSON-able lists: [[inputs ids, targets ids] per segment] per row."""
-    return [[[x.tolist(), y.tolist()] for x, y in zip(row.inputs, row.targets)] for row in open_rows]
+def rows_state(open_rows: list[_Row]) -> list[list[list[np.ndarray]]]:
+    """A snapshot of the open rows: [[inputs ids, targets ids] per segment] per row (the arrays are never
+    changed once in a row, so they are shared, not copied; pipeline.BatchStream.state() makes it JSON)."""
+    return [[[x, y] for x, y in zip(row.inputs, row.targets)] for row in open_rows]
 
 
 def rows_from_state(state: list) -> list[_Row]:

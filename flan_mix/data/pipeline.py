@@ -422,7 +422,7 @@ class BatchStream:
         """JSON-able: get_batches(..., state=it) continues after the last batch returned."""
         if self._state is None:
             raise RuntimeError("no state before the first batch of a stream opened with start_batch.")
-        return self._state
+        return _jsonable(self._state)
 
     def close(self) -> None:
         """Stops the producer and waits for it (briefly: it checks every 0.1 s), so that no thread is still
@@ -432,6 +432,17 @@ class BatchStream:
 
     def __del__(self):
         self._stop.set()
+
+
+def _jsonable(value):
+    """Token arrays (shared by the per-batch snapshots, see packing.rows_state) as lists, only when asked."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 def get_eval_examples(task_name: str, *, split: str = "validation", max_examples: int | None = None,
