@@ -3,6 +3,7 @@
 import gin
 
 from flan_mix.analysis import growth  # noqa: F401
+from flan_mix.curation import tapir  # noqa: F401
 from flan_mix.data import registration, vocab  # noqa: F401
 from flan_mix.evaluation import benchmarks, generation  # noqa: F401
 from flan_mix.infer import infer_task  # noqa: F401
