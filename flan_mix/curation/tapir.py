@@ -348,7 +348,8 @@ def run_tapir(input_path: str, output_dir: str, oracle: Oracle, student: str | N
         _write_jsonl(done, [stat])
         stats.append(stat)
         print(f"round {r}: {stat['size']} instructions ({stat['unique_instructions']} distinct), hard share "
-              f"{stat['hard_share']:.2f} (target {share:.2f}), mean MFD {stat['mean_mfd']}, "
+              f"{stat['hard_share']:.2f} (target {share:.2f}), mean MFD "
+              f"{'n/a' if stat['mean_mfd'] is None else format(stat['mean_mfd'], '.2f')}, "
               f"{stat['hard_in_pool']}/{len(scored)} hard in the pool, {stat['unscored']} unscored; "
               f"types {stat['type_shares']}; wrote {train_path}, mixture {mixture}")
     return stats
