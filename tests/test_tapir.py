@@ -182,3 +182,53 @@ def test_two_rounds_raise_hard_share_keep_ratios_and_resume(tmp_path):
     again = tapir.run_tapir(src, out, oracle)
     assert oracle.calls == 3 * 15  # teacher answer + two grades for each of the 15 unscored records
     assert again[1]["hard_share"] == stats[1]["hard_share"]
+
+
+class _Classifier:
+    """Replies with a fixed word per instruction, as an LLM asked for the task type might."""
+    name = "test-classifier"
+
+    def __init__(self, replies):
+        self.replies = replies
+
+    def complete(self, messages, *, max_tokens=256, temperature=0.0, seed=None):
+        return next(v for k, v in self.replies.items() if k in messages[-1]["content"])
+
+    def complete_many(self, conversations, *, max_tokens=256, temperature=0.0, seed=None):
+        return [self.complete(c) for c in conversations]
+
+
+def test_task_types_from_labels_then_oracle():
+    settings = tapir.tapir_settings()
+    base = {"input": "", "output": "x"}
+    recs = [{**base, "id": "a", "instruction": "Add 2 and 2.", "ability": "arithmetic"},
+            {**base, "id": "b", "instruction": "Trace it.", "task": "code generation"},
+            {**base, "id": "c", "instruction": "Knit a hat.", "ability": "knitting"},
+            {**base, "id": "d", "instruction": "Write a sort function."},
+            {**base, "id": "e", "instruction": "Write a poem."}]
+    assert isinstance(_Classifier({}), Oracle)
+    out = tapir.classify(recs, settings, _Classifier({"sort function": "Code.", "poem": "poetry"}))
+    assert [(r["task_type"], r["type_source"]) for r in out] == [
+        ("math", "ability"), ("code", "task"), ("other", "unmapped"), ("code", "oracle"), ("other", "oracle-unparsed")]
+    with pytest.raises(ValueError, match="neither 'ability' nor 'task'.*--oracle"):
+        tapir.classify(recs[3:], settings, None)
+
+
+def test_command_errors_name_the_flag(tmp_path):
+    with pytest.raises(ValueError, match="--input"):
+        tapir.tapir_command(input=None, output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="--student=.*no checkpoints"):
+        tapir.tapir_command(input="r.jsonl", output_dir=str(tmp_path), student=str(tmp_path))
+    with pytest.raises(ValueError, match="not both"):
+        tapir.make_oracle("overlap", "http://127.0.0.1:1/v1", None)
+    with pytest.raises(ValueError, match="tapir_settings.hard_share_start"):
+        tapir.tapir_settings(hard_share_start=1.5)
+
+
+def test_cli_usage_error_exits_2(tmp_path):
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = subprocess.run([sys.executable, "run.py", "curate", "tapir", f"--output_dir={tmp_path}",
+                           "--gin.tapir_settings.rounds=2"], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--input" in proc.stderr, proc.stderr[-2000:]
