@@ -19,7 +19,7 @@ split's most frequent answer (majority_em). An ability's score and random line a
 
 Other data. Any mixture whose tasks have ability labels works: set doit_sweep.source to it (e.g. a Flan 2022
 submixture registered with register_all.collections = ['generated', 'flan2022'], whose tasks carry the catalog's
-category as their ability) and doit_sweep.eval_tasks to the eval task names (mixture names allowed).
+DoIT ability label, e.g. 'CoT math') and doit_sweep.eval_tasks to the eval task names (mixture names allowed).
 
 A killed sweep resumes: finished cells are skipped, and an unfinished cell resumes from its last checkpoint.
 """

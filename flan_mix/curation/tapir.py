@@ -246,14 +246,18 @@ def score_round(path: str, records: Sequence[dict], student_dir: str, oracle: Or
         for start in tqdm(range(0, len(pending), chunk), desc="MFD", unit="chunk", leave=False):
             part = pending[start:start + chunk]
             student = student_answers(student_dir, part, settings, vocabulary)
+            failed: dict[str, str] = {}
             if settings["teacher"] == "record":
                 teacher = [r["output"] for r in part]
             else:
                 replies = oracle.complete_many([[{"role": "user", "content": prompt_text(r)}] for r in part],
                                                seed=settings["seed"])
-                teacher = [r["output"] if isinstance(a, OracleError) else a for a in replies]
+                # An oracle that could not answer leaves the record's own output as the teacher's answer; the
+                # record says so (teacher_error) instead of the failure passing unnoticed.
+                failed = {r["id"]: str(a) for r, a in zip(part, replies) if isinstance(a, OracleError)}
+                teacher = [r["output"] if isinstance(a, OracleError) else a for r, a in zip(part, replies)]
             for rec in judge_pairs(part, teacher, student, oracle, settings):
-                writer.write(rec)
+                writer.write({**rec, **({"teacher_error": failed[rec["id"]]} if rec["id"] in failed else {})})
     by_id = {r["id"]: r for r in read_records(path)}
     return [by_id[r["id"]] for r in records]
 
