@@ -2,7 +2,8 @@
 (a misspelt parameter is an error at parse time, not a silent no-op)."""
 import gin
 
-from flan_mix.curation import http_oracle, ifd, local_oracle, reflection  # noqa: F401
+from flan_mix.analysis import growth  # noqa: F401
+from flan_mix.curation import http_oracle, ifd, local_oracle, reflection, tapir  # noqa: F401
 from flan_mix.data import registration, vocab  # noqa: F401
 from flan_mix.evaluation import benchmarks, generation  # noqa: F401
 from flan_mix.infer import infer_task, serve  # noqa: F401

@@ -15,7 +15,9 @@ STAGES: dict[str, tuple[str, str, dict[str, str | None]]] = {
     "reflect": ("flan_mix.curation.reflection", "reflect_command",
                 {"input": None, "output": None, "mode": "instruction", "oracle": None, "oracle_url": None,
                  "oracle_model": None, "selective": None}),
-    "tapir": ("flan_mix.curation.tapir", "tapir_command", {"input": None, "output_dir": None}),
+    "tapir": ("flan_mix.curation.tapir", "tapir_command",
+              {"input": None, "output_dir": None, "oracle": "overlap", "oracle_url": None, "oracle_model": None,
+               "student": None}),
     "doit": ("flan_mix.analysis.growth", "doit_command", {"output_dir": None}),
 }
 
