@@ -1,7 +1,9 @@
 """Small shared builders for the model and trainer tests (no TensorFlow needed)."""
 from __future__ import annotations
 
+import jax
 import numpy as np
+import pytest
 
 from flan_mix.models.t5 import T5Config, Transformer
 
@@ -51,3 +53,16 @@ def distinct_examples(in_lens, tg_lens, start=10):
         tok += b
         out.append((inputs, targets))
     return out
+
+
+@pytest.fixture(autouse=True)
+def reuse_compilations(tmp_path_factory):
+    """The rounds/cells build a fresh trainer and decoder each time, with the same shapes: JAX's persistent
+    compilation cache lets them share one compilation instead of paying for it each time (test time only)."""
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    saved = {n: getattr(jax.config, n) for n in names}
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    yield
+    for n, v in saved.items():
+        jax.config.update(n, v)

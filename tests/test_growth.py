@@ -5,11 +5,11 @@ import json
 import os
 
 import gin
-import jax
 import pytest
 
 from flan_mix import launcher
 from flan_mix.analysis import growth
+from tests.helpers import reuse_compilations  # noqa: F401  (an autouse fixture)
 
 TINY = [
     "TASK_FEATURE_LENGTHS = {'inputs': 128, 'targets': 16}", "BATCH_SIZE = 4",
@@ -24,19 +24,6 @@ TINY = [
 ]
 CELLS = [(size, v) for size in ("xs", "s") for v in (1, 2, 4)]
 
-
-
-@pytest.fixture(autouse=True)
-def _reuse_compilations(tmp_path_factory):
-    """The rounds/cells build a fresh trainer and decoder each time, with the same shapes: JAX's persistent
-    compilation cache lets them share one compilation instead of paying for it each time (test time only)."""
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    saved = {n: getattr(jax.config, n) for n in names}
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield
-    for n, v in saved.items():
-        jax.config.update(n, v)
 
 def _configure():
     gin.clear_config()

@@ -5,7 +5,6 @@ import json
 import os
 
 import gin
-import jax
 import pytest
 
 from flan_mix import launcher
@@ -13,6 +12,7 @@ from flan_mix.curation import judging, tapir
 from flan_mix.curation.oracle import Oracle
 from flan_mix.curation.records import read_records
 from flan_mix.evaluation.metrics import normalize_answer
+from tests.helpers import reuse_compilations  # noqa: F401  (an autouse fixture)
 
 TINY = [
     "TASK_FEATURE_LENGTHS = {'inputs': 96, 'targets': 16}", "BATCH_SIZE = 4",
@@ -29,19 +29,6 @@ TASKS = {"add_word_problem": "arithmetic", "sort_words": "sorting", "trace_assig
          "reverse_letters": "string_edit"}
 UNGRADABLE = "add_word_problem-3"  # the judge gives this record's grades without a score
 
-
-
-@pytest.fixture(autouse=True)
-def _reuse_compilations(tmp_path_factory):
-    """The rounds/cells build a fresh trainer and decoder each time, with the same shapes: JAX's persistent
-    compilation cache lets them share one compilation instead of paying for it each time (test time only)."""
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    saved = {n: getattr(jax.config, n) for n in names}
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield
-    for n, v in saved.items():
-        jax.config.update(n, v)
 
 def export_records(path, per_task=10):
     """Instruction records from the generated tasks' train splits (zero-shot, no options)."""
